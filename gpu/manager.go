@@ -1,0 +1,486 @@
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// Option configures a Manager.
+type Option func(*options)
+
+type options struct {
+	log   *slog.Logger
+	clock Clock
+}
+
+// WithLogger sets the logger; the default discards.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithClock sets the clock that stamps samples and events; the default is
+// the system clock. Give the simulator's clock here to drive time in tests.
+func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
+
+// Manager is the node's view of its GPUs: inventory, telemetry, control and
+// health over one Backend. It is safe for concurrent use.
+//
+// The Manager owns one goroutine when the backend reports events; Close
+// stops it.
+type Manager struct {
+	backend Backend
+	log     *slog.Logger
+	clock   Clock
+	byUUID  map[string]int
+
+	mu      sync.RWMutex
+	devices []Device // PowerLimit.Value.CurrentW follows SetPowerLimit
+	health  []Health
+
+	subMu sync.Mutex
+	subs  map[*subscriber]struct{}
+
+	stop      context.CancelFunc
+	done      chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type subscriber struct {
+	ch   chan Event
+	done <-chan struct{}
+	stop func() bool
+}
+
+// New discovers the backend's devices and starts watching their health. The
+// Manager takes ownership of the backend and closes it in Close.
+func New(ctx context.Context, b Backend, opts ...Option) (*Manager, error) {
+	if b == nil {
+		return nil, fmt.Errorf("%w: nil backend: pass nvml.New(...) or sim.New(...)", ErrInvalid)
+	}
+	o := options{log: slog.New(slog.DiscardHandler), clock: systemClock{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	devs, err := b.Devices(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("discover devices: %w", err)
+	}
+	m := &Manager{
+		backend: b,
+		log:     o.log,
+		clock:   o.clock,
+		byUUID:  make(map[string]int, len(devs)),
+		devices: devs,
+		health:  make([]Health, len(devs)),
+		subs:    map[*subscriber]struct{}{},
+		done:    make(chan struct{}),
+		closed:  make(chan struct{}),
+	}
+	for i, d := range devs {
+		if d.Index != i {
+			return nil, fmt.Errorf("%w: backend reported device %s at position %d with index %d", ErrInvalid, d.UUID, i, d.Index)
+		}
+		if _, dup := m.byUUID[d.UUID]; dup {
+			return nil, fmt.Errorf("%w: backend reported UUID %s twice", ErrInvalid, d.UUID)
+		}
+		m.byUUID[d.UUID] = i
+		m.health[i] = Health{Healthy: true}
+	}
+	es, ok := b.(EventSource)
+	if !ok {
+		close(m.done)
+		m.stop = func() {}
+		return m, nil
+	}
+	// The watch goroutine must outlive New's ctx, which only bounds
+	// discovery; Close ends it.
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	m.stop = stop
+	go m.watch(wctx, es)
+	return m, nil
+}
+
+// Close stops health watching, ends every Watch channel and closes the
+// backend. It is idempotent.
+func (m *Manager) Close() error {
+	m.closeOnce.Do(func() {
+		m.stop()
+		<-m.done
+		close(m.closed)
+		m.subMu.Lock()
+		for s := range m.subs {
+			s.stop()
+			close(s.ch)
+			delete(m.subs, s)
+		}
+		m.subMu.Unlock()
+		m.closeErr = m.backend.Close()
+	})
+	return m.closeErr
+}
+
+// Devices returns the inventory, in index order.
+func (m *Manager) Devices() []Device {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return append([]Device(nil), m.devices...)
+}
+
+// Device returns the inventory record of the GPU with that UUID.
+func (m *Manager) Device(uuid string) (Device, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return Device{}, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.devices[i], nil
+}
+
+func (m *Manager) index(uuid string) (int, error) {
+	i, ok := m.byUUID[uuid]
+	if !ok {
+		return 0, fmt.Errorf("%w: no GPU with UUID %q on this node; list them with Manager.Devices", ErrNotFound, uuid)
+	}
+	return i, nil
+}
+
+// SampleAll samples every device into dst, reusing its storage, and returns
+// it in index order. It does not allocate when dst has room for every
+// device. When some devices fail, the others' samples are still returned
+// with an error joining one *DeviceError per failed device; a lost device is
+// marked unhealthy.
+func (m *Manager) SampleAll(ctx context.Context, dst []Sample) ([]Sample, error) {
+	n := len(m.devices) // the device list never changes length
+	if cap(dst) < n {
+		dst = make([]Sample, n)
+	}
+	dst = dst[:n]
+	for i := range dst {
+		dst[i] = Sample{Index: i, UUID: m.devices[i].UUID}
+	}
+	err := m.backend.Sample(ctx, dst)
+	now := m.clock.Now()
+	for i := range dst {
+		dst[i].Time = now
+	}
+	if err != nil {
+		m.noteDeviceErrors(ctx, err)
+	}
+	return dst, err
+}
+
+// Sample samples one device.
+func (m *Manager) Sample(ctx context.Context, uuid string) (Sample, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return Sample{}, err
+	}
+	dst := []Sample{{Index: i, UUID: uuid}}
+	err = m.backend.Sample(ctx, dst)
+	dst[0].Time = m.clock.Now()
+	if err != nil {
+		m.noteDeviceErrors(ctx, err)
+	}
+	return dst[0], err
+}
+
+// noteDeviceErrors marks devices that a call found lost.
+func (m *Manager) noteDeviceErrors(ctx context.Context, err error) {
+	var lost []int
+	walkDeviceErrors(err, func(de *DeviceError) {
+		if errors.Is(de.Err, ErrDeviceLost) {
+			lost = append(lost, de.Index)
+		}
+	})
+	for _, i := range lost {
+		m.handle(ctx, Event{Index: i, Kind: EventDeviceLost, XID: 79})
+	}
+}
+
+func walkDeviceErrors(err error, fn func(*DeviceError)) {
+	if de, ok := err.(*DeviceError); ok {
+		fn(de)
+		return
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			walkDeviceErrors(e, fn)
+		}
+	case interface{ Unwrap() error }:
+		if e := u.Unwrap(); e != nil {
+			walkDeviceErrors(e, fn)
+		}
+	}
+}
+
+// Health returns the health of the GPU with that UUID.
+func (m *Manager) Health(uuid string) (Health, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return Health{}, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.health[i], nil
+}
+
+// ResetHealth marks a device healthy again, after an operator reset it.
+func (m *Manager) ResetHealth(uuid string) error {
+	i, err := m.index(uuid)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.health[i] = Health{Healthy: true}
+	m.mu.Unlock()
+	m.log.Info("gpu health reset", "gpu", i, "uuid", uuid)
+	return nil
+}
+
+// Watch returns a channel of health events, application Xids included (with
+// Fatal false). The channel is closed when ctx ends or the Manager closes.
+// A reader that falls behind by more than the channel's buffer holds up the
+// other watchers, so read promptly.
+func (m *Manager) Watch(ctx context.Context) <-chan Event {
+	s := &subscriber{ch: make(chan Event, 64), done: ctx.Done()}
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
+	select {
+	case <-m.closed:
+		close(s.ch)
+		return s.ch
+	default:
+	}
+	m.subs[s] = struct{}{}
+	s.stop = context.AfterFunc(ctx, func() {
+		m.subMu.Lock()
+		defer m.subMu.Unlock()
+		if _, ok := m.subs[s]; ok {
+			delete(m.subs, s)
+			close(s.ch)
+		}
+	})
+	return s.ch
+}
+
+func (m *Manager) watch(ctx context.Context, es EventSource) {
+	defer close(m.done)
+	ch := make(chan Event, 16)
+	errc := make(chan error, 1)
+	go func() { errc <- es.WatchEvents(ctx, ch) }()
+	for {
+		select {
+		case e := <-ch:
+			m.handle(ctx, e)
+		case err := <-errc:
+			if err != nil && ctx.Err() == nil {
+				// Without events nobody would notice a failing GPU, so
+				// stop trusting all of them, as the device plugin does.
+				m.log.Error("gpu health events stopped; marking every device unhealthy", "err", err)
+				for i := range m.devices {
+					m.handle(ctx, Event{Index: i, Kind: EventEventPathBroken})
+				}
+			}
+			return
+		}
+	}
+}
+
+// handle records an event's effect on health and fans it out.
+func (m *Manager) handle(ctx context.Context, e Event) {
+	if e.Index < 0 || e.Index >= len(m.devices) {
+		m.log.Warn("gpu event for unknown device", "index", e.Index, "kind", e.Kind.String())
+		return
+	}
+	e.UUID = m.devices[e.Index].UUID
+	if e.Time.IsZero() {
+		e.Time = m.clock.Now()
+	}
+	e.Fatal = e.fatal()
+	if e.Kind == EventXID && e.XID == 79 {
+		e.Kind = EventDeviceLost
+	}
+	m.mu.Lock()
+	h := m.health[e.Index]
+	changed := e.Fatal && h.Healthy
+	if changed {
+		m.health[e.Index] = Health{Reason: e.reason(), XID: e.XID, Since: e.Time}
+	}
+	m.mu.Unlock()
+	if changed {
+		m.log.Warn("gpu unhealthy", "gpu", e.Index, "uuid", e.UUID, "reason", e.reason())
+	} else if e.Kind == EventXID {
+		m.log.Info("gpu application error", "gpu", e.Index, "uuid", e.UUID, "xid", e.XID, "text", XIDText(e.XID))
+	}
+	m.publish(ctx, e)
+}
+
+func (m *Manager) publish(ctx context.Context, e Event) {
+	m.subMu.Lock()
+	defer m.subMu.Unlock()
+	for s := range m.subs {
+		select {
+		case s.ch <- e:
+		case <-s.done:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// SetPowerLimit sets the power limit of a GPU in watts, within the limits the
+// device allows.
+func (m *Manager) SetPowerLimit(ctx context.Context, uuid string, watts float64) error {
+	i, pl, err := m.powerLimiter(uuid)
+	if err != nil {
+		return err
+	}
+	m.mu.RLock()
+	d := m.devices[i]
+	m.mu.RUnlock()
+	if lim := d.PowerLimit.Value; d.PowerLimit.Valid && !lim.Contains(watts) {
+		return fmt.Errorf("%w: power limit %g W for GPU %d (%s) is outside its allowed range %g-%g W",
+			ErrInvalid, watts, i, d.Name, lim.MinW, lim.MaxW)
+	}
+	if err := pl.SetPowerLimit(ctx, i, watts); err != nil {
+		return fmt.Errorf("set power limit of GPU %d: %w", i, err)
+	}
+	m.mu.Lock()
+	if m.devices[i].PowerLimit.Valid {
+		m.devices[i].PowerLimit.Value.CurrentW = watts
+	}
+	m.mu.Unlock()
+	m.log.Info("gpu power limit set", "gpu", i, "uuid", uuid, "watts", watts)
+	return nil
+}
+
+// ResetPowerLimit restores the device's default power limit.
+func (m *Manager) ResetPowerLimit(ctx context.Context, uuid string) error {
+	i, pl, err := m.powerLimiter(uuid)
+	if err != nil {
+		return err
+	}
+	lim, err := pl.PowerLimits(ctx, i)
+	if err != nil {
+		return fmt.Errorf("read power limits of GPU %d: %w", i, err)
+	}
+	return m.SetPowerLimit(ctx, uuid, lim.DefaultW)
+}
+
+// PowerLimits reads a device's current power limit and its constraints.
+func (m *Manager) PowerLimits(ctx context.Context, uuid string) (PowerLimits, error) {
+	i, pl, err := m.powerLimiter(uuid)
+	if err != nil {
+		return PowerLimits{}, err
+	}
+	return pl.PowerLimits(ctx, i)
+}
+
+func (m *Manager) powerLimiter(uuid string) (int, PowerLimiter, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return 0, nil, err
+	}
+	pl, ok := m.backend.(PowerLimiter)
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: this backend cannot control power limits", ErrUnsupported)
+	}
+	return i, pl, nil
+}
+
+// LockClocks locks the GPU (SM) clock of a device to [minMHz, maxMHz].
+func (m *Manager) LockClocks(ctx context.Context, uuid string, minMHz, maxMHz int) error {
+	i, cl, err := m.clockLocker(uuid)
+	if err != nil {
+		return err
+	}
+	if minMHz <= 0 || maxMHz < minMHz {
+		return fmt.Errorf("%w: clock range %d-%d MHz: want 0 < min <= max", ErrInvalid, minMHz, maxMHz)
+	}
+	if err := cl.LockClocks(ctx, i, minMHz, maxMHz); err != nil {
+		return fmt.Errorf("lock clocks of GPU %d: %w", i, err)
+	}
+	m.log.Info("gpu clocks locked", "gpu", i, "uuid", uuid, "min_mhz", minMHz, "max_mhz", maxMHz)
+	return nil
+}
+
+// ResetClocks releases locked clocks.
+func (m *Manager) ResetClocks(ctx context.Context, uuid string) error {
+	i, cl, err := m.clockLocker(uuid)
+	if err != nil {
+		return err
+	}
+	if err := cl.ResetClocks(ctx, i); err != nil {
+		return fmt.Errorf("reset clocks of GPU %d: %w", i, err)
+	}
+	return nil
+}
+
+func (m *Manager) clockLocker(uuid string) (int, ClockLocker, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return 0, nil, err
+	}
+	cl, ok := m.backend.(ClockLocker)
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: this backend cannot lock clocks", ErrUnsupported)
+	}
+	return i, cl, nil
+}
+
+// RestoreDefaults resets the power limit and the clocks of a device, so that
+// one tenant's tuning never reaches the next. What the device does not
+// support is skipped; other failures are all reported.
+func (m *Manager) RestoreDefaults(ctx context.Context, uuid string) error {
+	var errs multierror.Error
+	if err := m.ResetPowerLimit(ctx, uuid); err != nil && !errors.Is(err, ErrUnsupported) {
+		errs.Errors = append(errs.Errors, err)
+	}
+	if err := m.ResetClocks(ctx, uuid); err != nil && !errors.Is(err, ErrUnsupported) {
+		errs.Errors = append(errs.Errors, err)
+	}
+	return errs.ErrorOrNil()
+}
+
+// Processes lists the compute processes running on a device.
+func (m *Manager) Processes(ctx context.Context, uuid string) ([]Process, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return nil, err
+	}
+	pl, ok := m.backend.(ProcessLister)
+	if !ok {
+		return nil, fmt.Errorf("%w: this backend cannot list processes", ErrUnsupported)
+	}
+	return pl.Processes(ctx, i)
+}
+
+// SetMIG enables or disables MIG mode on a device.
+func (m *Manager) SetMIG(ctx context.Context, uuid string, enabled bool) error {
+	i, err := m.index(uuid)
+	if err != nil {
+		return err
+	}
+	mc, ok := m.backend.(MIGController)
+	if !ok {
+		return fmt.Errorf("%w: this backend cannot switch MIG mode", ErrUnsupported)
+	}
+	if err := mc.SetMIG(ctx, i, enabled); err != nil {
+		return fmt.Errorf("set MIG mode of GPU %d: %w", i, err)
+	}
+	m.mu.Lock()
+	if enabled {
+		m.devices[i].MIG = FeatureEnabled
+	} else {
+		m.devices[i].MIG = FeatureDisabled
+	}
+	m.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,329 @@
+package gpu
+
+import (
+	"fmt"
+	"math"
+)
+
+// Use is what a GPU is best rented for.
+type Use int
+
+const (
+	UseNone      Use = iota // unhealthy: repair before any use
+	UseMining               // keep mining: AI customers would be poorly served
+	UseInference            // rent for inference (and single-GPU QLoRA)
+	UseTraining             // rent for training and fine-tuning
+)
+
+func (u Use) String() string {
+	switch u {
+	case UseMining:
+		return "mining"
+	case UseInference:
+		return "inference"
+	case UseTraining:
+		return "training"
+	default:
+		return "none"
+	}
+}
+
+// Flag marks a property that limits a GPU for AI work.
+type Flag string
+
+const (
+	FlagUnhealthy    Flag = "unhealthy"
+	FlagRiserX1      Flag = "x1-riser"      // one PCIe lane: a mining riser
+	FlagNarrowLink   Flag = "narrow-link"   // fewer than 8 lanes
+	FlagGen1Link     Flag = "gen1-link"     // the link cannot train above 2.5 GT/s
+	FlagBusLimited   Flag = "bus-limited"   // host link too slow for data-parallel training
+	FlagNoECC        Flag = "no-ecc"        // memory errors go undetected
+	FlagCMPThrottled Flag = "cmp-throttled" // mining-only silicon with firmware-throttled FP32
+	FlagNoBF16       Flag = "no-bf16"       // pre-Ampere: fp16 training needs loss scaling
+	FlagSmallMemory  Flag = "small-memory"  // too little memory for useful models
+)
+
+// Fit is the largest model, in parameters, that fits one GPU for each kind
+// of work. See Assess for the formula.
+type Fit struct {
+	InferenceFP16 float64
+	InferenceINT8 float64
+	InferenceINT4 float64
+	LoRA          float64 // fp16 frozen base + adapters
+	QLoRA         float64 // 4-bit frozen base + adapters
+	FullFineTune  float64 // mixed precision with Adam
+}
+
+// Readiness says what one GPU is good for in AI, and why.
+type Readiness struct {
+	Index int
+	UUID  string
+	Name  string
+
+	FP16        bool // native half precision (compute capability 6.0+)
+	TensorCores bool // 7.0+
+	BF16        bool // 8.0+
+	TF32        bool // 8.0+
+	FP8         bool // 8.9+
+
+	// Link is the link the GPU can use: the max generation (an idle link
+	// drops to gen 1 to save power, which says nothing of the slot) at the
+	// trained width (which is what a riser cuts).
+	Link Link
+	// HostLinkGBps is the host link bandwidth per direction in GB/s.
+	HostLinkGBps float64
+	// LoadSecondsFull is how long filling the whole GPU memory over the host
+	// link takes: the cost of loading a model or swapping a job.
+	LoadSecondsFull float64
+
+	Fit   Fit
+	Use   Use
+	Flags []Flag
+	// Notes explain the flags and the verdict in words, with their cost.
+	Notes []string
+}
+
+// Has reports whether the readiness carries a flag.
+func (r Readiness) Has(f Flag) bool {
+	for _, g := range r.Flags {
+		if g == f {
+			return true
+		}
+	}
+	return false
+}
+
+// Thresholds of the verdict. They are the lines an operator would draw for
+// rentals: below them a customer's job runs, but poorly enough to be refunded.
+const (
+	// TrainingMinMemoryBytes: LoRA of a 7B model in fp16 needs about 16 GiB.
+	TrainingMinMemoryBytes = 16 << 30
+	// TrainingMinLinkGBps: gen3 x8. Below it, batches and gradients queue on
+	// the bus (a 1 GB fp16 gradient takes 4 s per direction at gen1 x1).
+	TrainingMinLinkGBps = 7.5
+	// InferenceMinMemoryBytes: a 7B model in 4-bit needs about 4 GiB plus
+	// the KV cache; 8 GiB is the smallest card worth renting.
+	InferenceMinMemoryBytes = 8 << 30
+	// ContextReserveBytes is memory the CUDA context, the allocator and
+	// fragmentation take before any model.
+	ContextReserveBytes = 1 << 30
+)
+
+// laneGBps is the PCIe bandwidth per lane per direction in GB/s, by
+// generation, after line encoding (8b/10b for gen 1-2, 128b/130b after).
+var laneGBps = [...]float64{0, 0.25, 0.5, 0.985, 1.969, 3.938, 7.563}
+
+// LinkGBps returns the bandwidth per direction of a PCIe link in GB/s, or 0
+// when the link is unknown.
+func LinkGBps(l Link) float64 {
+	if l.Gen <= 0 || l.Gen >= len(laneGBps) || l.Width <= 0 {
+		return 0
+	}
+	return laneGBps[l.Gen] * float64(l.Width)
+}
+
+// Assess says what a GPU is good for. The memory fit of each kind of work is
+//
+//	params = (MemoryBytes - ContextReserveBytes) * share / bytesPerParam
+//
+// where share is what is left after activations and caches:
+//
+//	inference       share 0.8 (20% for KV cache and activations),
+//	                2 bytes/param at fp16, 1 at int8, 0.5 at int4;
+//	LoRA            share 0.7, 2 bytes/param (frozen fp16 base; the adapters
+//	                and their optimizer are about 1% of the model);
+//	QLoRA           share 0.7, 0.55 bytes/param (NF4 weights plus quantisation
+//	                constants);
+//	full fine-tune  share 0.8, 16 bytes/param: fp16 weights and gradients
+//	                (2+2) and fp32 master weights, Adam momentum and variance
+//	                (4+4+4), as in the ZeRO paper, with activation
+//	                checkpointing.
+//
+// A healthy GPU goes to training when it has tensor cores, at least
+// TrainingMinMemoryBytes and a host link of at least TrainingMinLinkGBps; to
+// inference when it has tensor cores and at least InferenceMinMemoryBytes;
+// otherwise, and always for CMP cards, to mining.
+func Assess(d Device, h Health) Readiness {
+	r := Readiness{Index: d.Index, UUID: d.UUID, Name: d.Name}
+	cc := d.ComputeCapability
+	r.FP16 = cc.AtLeast(6, 0)
+	r.TensorCores = cc.AtLeast(7, 0)
+	r.BF16 = cc.AtLeast(8, 0)
+	r.TF32 = cc.AtLeast(8, 0)
+	r.FP8 = cc.AtLeast(8, 9)
+
+	r.Link = Link{Gen: d.LinkMax.Gen, Width: d.LinkCurrent.Width}
+	if r.Link.Width == 0 {
+		r.Link.Width = d.LinkMax.Width
+	}
+	if r.Link.Gen == 0 {
+		r.Link.Gen = d.LinkCurrent.Gen
+	}
+	r.HostLinkGBps = LinkGBps(r.Link)
+	if r.HostLinkGBps > 0 {
+		r.LoadSecondsFull = float64(d.MemoryBytes) / (r.HostLinkGBps * 1e9)
+	}
+
+	usable := float64(0)
+	if d.MemoryBytes > ContextReserveBytes {
+		usable = float64(d.MemoryBytes - ContextReserveBytes)
+	}
+	r.Fit = Fit{
+		InferenceFP16: usable * 0.8 / 2,
+		InferenceINT8: usable * 0.8 / 1,
+		InferenceINT4: usable * 0.8 / 0.5,
+		LoRA:          usable * 0.7 / 2,
+		QLoRA:         usable * 0.7 / 0.55,
+		FullFineTune:  usable * 0.8 / 16,
+	}
+
+	flag := func(f Flag, format string, args ...any) {
+		r.Flags = append(r.Flags, f)
+		r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+	}
+	if !h.Healthy {
+		flag(FlagUnhealthy, "unhealthy (%s): repair or reset before renting or mining", h.Reason)
+	}
+	if d.Class == ClassMining {
+		flag(FlagCMPThrottled, "CMP mining card: FP32 throughput is throttled in firmware and the bus is capped; AI work runs far below a gaming card of the same chip")
+	}
+	if r.Link.Width == 1 {
+		flag(FlagRiserX1, "x1 riser: %.2f GB/s to the host, a sixteenth of a x16 slot; filling %s takes %.0f s",
+			r.HostLinkGBps, bytesText(d.MemoryBytes), r.LoadSecondsFull)
+	} else if r.Link.Width > 0 && r.Link.Width < 8 {
+		flag(FlagNarrowLink, "x%d link: %.2f GB/s to the host", r.Link.Width, r.HostLinkGBps)
+	}
+	if d.LinkMax.Gen == 1 {
+		flag(FlagGen1Link, "link cannot train above gen1 (2.5 GT/s): a quarter of gen3's bandwidth per lane")
+	}
+	if r.HostLinkGBps > 0 && r.HostLinkGBps < TrainingMinLinkGBps {
+		// A gradient exchange without P2P goes through host memory: up and
+		// down the link once each per step.
+		flag(FlagBusLimited, "host link %.2f GB/s: exchanging 1 GB of fp16 gradients takes %.1f s per step; data-parallel training is bus-bound",
+			r.HostLinkGBps, 2/r.HostLinkGBps)
+	}
+	if d.ECC != FeatureEnabled {
+		flag(FlagNoECC, "no ECC: memory errors go undetected; acceptable for inference and mining, a risk for long training runs")
+	}
+	if r.TensorCores && !r.BF16 {
+		flag(FlagNoBF16, "no bf16 (compute capability %s): mixed precision needs fp16 with loss scaling", cc)
+	}
+	if d.MemoryBytes < InferenceMinMemoryBytes {
+		flag(FlagSmallMemory, "%s of memory: too little for current models", bytesText(d.MemoryBytes))
+	}
+
+	switch {
+	case !h.Healthy:
+		r.Use = UseNone
+	case d.Class == ClassMining || !r.TensorCores:
+		r.Use = UseMining
+		r.Notes = append(r.Notes, "keep mining: the card lacks the tensor throughput AI renters pay for")
+	case d.MemoryBytes >= TrainingMinMemoryBytes && r.HostLinkGBps >= TrainingMinLinkGBps:
+		r.Use = UseTraining
+		r.Notes = append(r.Notes, fmt.Sprintf("rent for training: full fine-tune up to %s, LoRA up to %s parameters",
+			paramsText(r.Fit.FullFineTune), paramsText(r.Fit.LoRA)))
+	case d.MemoryBytes >= InferenceMinMemoryBytes:
+		r.Use = UseInference
+		r.Notes = append(r.Notes, fmt.Sprintf("rent for inference: up to %s parameters at fp16, %s at int4; QLoRA up to %s",
+			paramsText(r.Fit.InferenceFP16), paramsText(r.Fit.InferenceINT4), paramsText(r.Fit.QLoRA)))
+	default:
+		r.Use = UseMining
+		r.Notes = append(r.Notes, "keep mining: too little memory for models renters run")
+	}
+	return r
+}
+
+// HostReadiness sums up a node.
+type HostReadiness struct {
+	Devices             int
+	ByUse               map[Use]int
+	MemoryBytes         uint64 // all GPUs
+	TrainingMemoryBytes uint64 // GPUs fit for training
+	// SlowestTrainingLinkGBps is the slowest host link among training GPUs;
+	// it paces every data-parallel step.
+	SlowestTrainingLinkGBps float64
+	// AllReduceSecondsPerGB estimates a ring all-reduce of 1 GB of gradients
+	// across all training GPUs through host memory (no NVLink or P2P
+	// assumed, as on consumer cards): each GPU moves 2(N-1)/N GB over its
+	// link in each direction.
+	AllReduceSecondsPerGB float64
+	Notes                 []string
+}
+
+// AssessHost sums up the readiness of a node's GPUs.
+func AssessHost(rs []Readiness, devs []Device) HostReadiness {
+	h := HostReadiness{Devices: len(rs), ByUse: map[Use]int{}}
+	mem := map[string]uint64{}
+	for _, d := range devs {
+		mem[d.UUID] = d.MemoryBytes
+		h.MemoryBytes += d.MemoryBytes
+	}
+	n := 0
+	slowest := math.Inf(1)
+	for _, r := range rs {
+		h.ByUse[r.Use]++
+		if r.Use != UseTraining {
+			continue
+		}
+		n++
+		h.TrainingMemoryBytes += mem[r.UUID]
+		slowest = math.Min(slowest, r.HostLinkGBps)
+	}
+	if n > 0 {
+		h.SlowestTrainingLinkGBps = slowest
+		if n > 1 && slowest > 0 {
+			h.AllReduceSecondsPerGB = 2 * float64(n-1) / float64(n) / slowest
+		}
+	}
+	switch {
+	case n == 0:
+		h.Notes = append(h.Notes, "no GPU fit for training on this node")
+	case n == 1:
+		h.Notes = append(h.Notes, "one training GPU: single-GPU fine-tuning only")
+	default:
+		h.Notes = append(h.Notes, fmt.Sprintf("%d training GPUs, %s in all: data-parallel all-reduce of 1 GB takes about %.2f s",
+			n, bytesText(h.TrainingMemoryBytes), h.AllReduceSecondsPerGB))
+	}
+	return h
+}
+
+func bytesText(b uint64) string {
+	return fmt.Sprintf("%.0f GiB", float64(b)/(1<<30))
+}
+
+// paramsText prints a parameter count the way model cards do: 7.2B, 350M.
+func paramsText(p float64) string {
+	switch {
+	case p >= 1e9:
+		return fmt.Sprintf("%.1fB", p/1e9)
+	case p >= 1e6:
+		return fmt.Sprintf("%.0fM", p/1e6)
+	default:
+		return fmt.Sprintf("%.0f", p)
+	}
+}
+
+// Readiness assesses one GPU with its current health.
+func (m *Manager) Readiness(uuid string) (Readiness, error) {
+	i, err := m.index(uuid)
+	if err != nil {
+		return Readiness{}, err
+	}
+	m.mu.RLock()
+	d, h := m.devices[i], m.health[i]
+	m.mu.RUnlock()
+	return Assess(d, h), nil
+}
+
+// HostReadiness assesses every GPU of the node and sums them up.
+func (m *Manager) HostReadiness() ([]Readiness, HostReadiness) {
+	m.mu.RLock()
+	devs := append([]Device(nil), m.devices...)
+	hs := append([]Health(nil), m.health...)
+	m.mu.RUnlock()
+	rs := make([]Readiness, len(devs))
+	for i, d := range devs {
+		rs[i] = Assess(d, hs[i])
+	}
+	return rs, AssessHost(rs, devs)
+}

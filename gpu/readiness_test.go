@@ -1,0 +1,172 @@
+package gpu_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gpufarm/gpufarm/gpu"
+)
+
+var healthy = gpu.Health{Healthy: true}
+
+// TestAssessRealCards assesses the cards of real nvidia-smi dumps. Several
+// were captured idle, with the link dropped to gen 1 at x16 by power saving:
+// that must not read as a riser or a gen1 slot.
+func TestAssessRealCards(t *testing.T) {
+	tests := []struct {
+		file     string
+		devices  int
+		use      gpu.Use
+		flags    []gpu.Flag
+		notFlags []gpu.Flag
+		linkGBps float64
+	}{
+		{"a40_x10_driver550.127.05.txt", 10, gpu.UseTraining, nil,
+			[]gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagBusLimited, gpu.FlagNoECC}, 31.5},
+		{"rtx3090_x2_driver560.35.03.txt", 2, gpu.UseTraining, []gpu.Flag{gpu.FlagNoECC},
+			[]gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagBusLimited}, 31.5},
+		{"a100-sxm4-80gb_x4_driver555.42.02.txt", 4, gpu.UseTraining, nil, []gpu.Flag{gpu.FlagNoECC, gpu.FlagBusLimited}, 31.5},
+		{"h100-sxm5-80gb-hbm3_x8_driver565.57.01.txt", 8, gpu.UseTraining, nil, []gpu.Flag{gpu.FlagNoECC}, 63},
+		{"h100-nvl_x2_driver550.54.14.txt", 2, gpu.UseTraining, nil, nil, 63},
+		{"rtx3080_driver550.54.14.txt", 1, gpu.UseInference, []gpu.Flag{gpu.FlagNoECC}, []gpu.Flag{gpu.FlagBusLimited}, 31.5},
+		{"rtx3070_driver550.54.14.txt", 1, gpu.UseInference, []gpu.Flag{gpu.FlagNoECC}, nil, 31.5},
+		{"gtx1050ti_driver535.161.07_power-draw-NA.txt", 1, gpu.UseMining, []gpu.Flag{gpu.FlagSmallMemory}, nil, 15.76},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			devs := smiDevices(t, filepath.Join("testdata", "nvidia-smi", tt.file))
+			require.Len(t, devs, tt.devices)
+			for _, d := range devs {
+				r := gpu.Assess(d, healthy)
+				assert.Equal(t, tt.use, r.Use, "%s: %v", d.Name, r.Notes)
+				for _, f := range tt.flags {
+					assert.True(t, r.Has(f), "%s: want flag %s, got %v", d.Name, f, r.Flags)
+				}
+				for _, f := range tt.notFlags {
+					assert.False(t, r.Has(f), "%s: unwanted flag %s: %v", d.Name, f, r.Notes)
+				}
+				assert.InDelta(t, tt.linkGBps, r.HostLinkGBps, 0.1, "%s: link %v", d.Name, r.Link)
+			}
+		})
+	}
+}
+
+func TestAssessMiningCards(t *testing.T) {
+	rtx3080 := gpu.Device{
+		Name: "NVIDIA GeForce RTX 3080", Class: gpu.ClassConsumer, ComputeCapability: gpu.ComputeCapability{8, 6},
+		MemoryBytes: 10 << 30, LinkMax: gpu.Link{Gen: 1, Width: 16}, LinkCurrent: gpu.Link{Gen: 1, Width: 1},
+	}
+	cmp := gpu.Device{
+		Name: "NVIDIA CMP 170HX", Class: gpu.ClassMining, ComputeCapability: gpu.ComputeCapability{8, 0},
+		MemoryBytes: 8 << 30, LinkMax: gpu.Link{Gen: 1, Width: 4}, LinkCurrent: gpu.Link{Gen: 1, Width: 4},
+	}
+	rtx3090 := gpu.Device{
+		Name: "NVIDIA GeForce RTX 3090", Class: gpu.ClassConsumer, ComputeCapability: gpu.ComputeCapability{8, 6},
+		MemoryBytes: 24 << 30, LinkMax: gpu.Link{Gen: 3, Width: 16}, LinkCurrent: gpu.Link{Gen: 3, Width: 1},
+	}
+	tests := []struct {
+		name  string
+		dev   gpu.Device
+		h     gpu.Health
+		use   gpu.Use
+		flags []gpu.Flag
+		gbps  float64
+	}{
+		{"3080 on gen1 x1 riser", rtx3080, healthy, gpu.UseInference,
+			[]gpu.Flag{gpu.FlagRiserX1, gpu.FlagGen1Link, gpu.FlagBusLimited, gpu.FlagNoECC}, 0.25},
+		{"CMP 170HX gen1 x4", cmp, healthy, gpu.UseMining,
+			[]gpu.Flag{gpu.FlagCMPThrottled, gpu.FlagNarrowLink, gpu.FlagGen1Link, gpu.FlagBusLimited, gpu.FlagNoECC}, 1.0},
+		{"24 GiB 3090 on a gen3 x1 riser is not a training card", rtx3090, healthy, gpu.UseInference,
+			[]gpu.Flag{gpu.FlagRiserX1, gpu.FlagBusLimited, gpu.FlagNoECC}, 0.985},
+		{"lost device", rtx3090, gpu.Health{Reason: "xid 79"}, gpu.UseNone,
+			[]gpu.Flag{gpu.FlagUnhealthy, gpu.FlagRiserX1, gpu.FlagBusLimited, gpu.FlagNoECC}, 0.985},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := gpu.Assess(tt.dev, tt.h)
+			assert.Equal(t, tt.use, r.Use, "%v", r.Notes)
+			assert.ElementsMatch(t, tt.flags, r.Flags, "%v", r.Notes)
+			assert.InDelta(t, tt.gbps, r.HostLinkGBps, 0.01)
+			assert.Len(t, r.Notes, len(r.Flags)+boolInt(tt.use != gpu.UseNone), "every flag and the verdict are explained")
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestFitFormula(t *testing.T) {
+	// 10 GiB card: 9 GiB usable after the context reserve.
+	r := gpu.Assess(gpu.Device{MemoryBytes: 10 << 30, ComputeCapability: gpu.ComputeCapability{8, 6}}, healthy)
+	usable := float64(9 << 30)
+	assert.InDelta(t, usable*0.8/2, r.Fit.InferenceFP16, 1)
+	assert.InDelta(t, usable*0.8, r.Fit.InferenceINT8, 1)
+	assert.InDelta(t, usable*1.6, r.Fit.InferenceINT4, 1)
+	assert.InDelta(t, usable*0.7/2, r.Fit.LoRA, 1)
+	assert.InDelta(t, usable*0.7/0.55, r.Fit.QLoRA, 1)
+	assert.InDelta(t, usable*0.8/16, r.Fit.FullFineTune, 1)
+	// Sanity against common knowledge: a 7B model runs at int4 but not at
+	// fp16 on a 10 GiB card; an 80 GiB card fully fine-tunes about 4B.
+	assert.Greater(t, r.Fit.InferenceINT4, 7e9)
+	assert.Less(t, r.Fit.InferenceFP16, 7e9)
+	h100 := gpu.Assess(gpu.Device{MemoryBytes: 80 << 30, ComputeCapability: gpu.ComputeCapability{9, 0}}, healthy)
+	assert.InDelta(t, 4.2e9, h100.Fit.FullFineTune, 0.1e9)
+	assert.True(t, h100.FP8 && h100.BF16 && h100.TF32)
+}
+
+func TestPrecisionFromComputeCapability(t *testing.T) {
+	tests := []struct {
+		cc                            gpu.ComputeCapability
+		fp16, tensor, bf16, tf32, fp8 bool
+	}{
+		{gpu.ComputeCapability{6, 1}, true, false, false, false, false},
+		{gpu.ComputeCapability{7, 0}, true, true, false, false, false},
+		{gpu.ComputeCapability{7, 5}, true, true, false, false, false},
+		{gpu.ComputeCapability{8, 0}, true, true, true, true, false},
+		{gpu.ComputeCapability{8, 9}, true, true, true, true, true},
+		{gpu.ComputeCapability{9, 0}, true, true, true, true, true},
+	}
+	for _, tt := range tests {
+		r := gpu.Assess(gpu.Device{ComputeCapability: tt.cc}, healthy)
+		assert.Equal(t, [5]bool{tt.fp16, tt.tensor, tt.bf16, tt.tf32, tt.fp8},
+			[5]bool{r.FP16, r.TensorCores, r.BF16, r.TF32, r.FP8}, "cc %s", tt.cc)
+	}
+}
+
+func TestAssessHost(t *testing.T) {
+	devs := smiDevices(t, filepath.Join("testdata", "nvidia-smi", "a40_x10_driver550.127.05.txt"))
+	var rs []gpu.Readiness
+	for _, d := range devs {
+		rs = append(rs, gpu.Assess(d, healthy))
+	}
+	h := gpu.AssessHost(rs, devs)
+	assert.Equal(t, 10, h.ByUse[gpu.UseTraining])
+	assert.InDelta(t, 31.5, h.SlowestTrainingLinkGBps, 0.1)
+	// Ring all-reduce: 2(N-1)/N GB over the slowest link.
+	assert.InDelta(t, 2*9.0/10/31.504, h.AllReduceSecondsPerGB, 0.001)
+}
+
+func TestNormalizePCIBusID(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"00000000:0A:00.0", "0000:0a:00.0"},
+		{"0000:4f:00.0", "0000:4f:00.0"},
+		{"0A:00.0", "0000:0a:00.0"},
+		{"00000001:C1:1F.7\x00\x00", "0001:c1:1f.7"},
+	}
+	for _, tt := range tests {
+		got, err := gpu.NormalizePCIBusID(tt.in)
+		require.NoError(t, err, tt.in)
+		assert.Equal(t, tt.want, got)
+	}
+	for _, bad := range []string{"", "0a", "0000:zz:00.0", "0000:0a:00", "0000:0a:20.0", "1:2:3:4"} {
+		_, err := gpu.NormalizePCIBusID(bad)
+		assert.ErrorIs(t, err, gpu.ErrInvalid, "%q", bad)
+	}
+}
