@@ -1,0 +1,102 @@
+//go:build cgo
+
+package nvml_test
+
+import (
+	"context"
+	"fmt"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+
+	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/gpu/nvml"
+)
+
+// mockRTX3080 is a GeForce on a gen1 x1 mining riser, as go-nvml's mock
+// package lets us describe it: every function the backend calls is set,
+// and what a GeForce lacks answers ERROR_NOT_SUPPORTED.
+func mockRTX3080() *mock.Device {
+	notSupported := gonvml.ERROR_NOT_SUPPORTED
+	ok := gonvml.SUCCESS
+	return &mock.Device{
+		GetUUIDFunc:                  func() (string, gonvml.Return) { return "GPU-5a3b0e2c-3080-4d3e-9c1f-000000000001", ok },
+		GetNameFunc:                  func() (string, gonvml.Return) { return "NVIDIA GeForce RTX 3080", ok },
+		GetBrandFunc:                 func() (gonvml.BrandType, gonvml.Return) { return gonvml.BRAND_GEFORCE, ok },
+		GetArchitectureFunc:          func() (gonvml.DeviceArchitecture, gonvml.Return) { return gonvml.DEVICE_ARCH_AMPERE, ok },
+		GetCudaComputeCapabilityFunc: func() (int, int, gonvml.Return) { return 8, 6, ok },
+		GetMemoryInfoFunc: func() (gonvml.Memory, gonvml.Return) {
+			return gonvml.Memory{Total: 10 << 30, Used: 2 << 30}, ok
+		},
+		GetSerialFunc:       func() (string, gonvml.Return) { return "", notSupported },
+		GetVbiosVersionFunc: func() (string, gonvml.Return) { return "94.02.71.40.8A", ok },
+		GetPciInfoFunc: func() (gonvml.PciInfo, gonvml.Return) {
+			p := gonvml.PciInfo{Bus: 0x0a, PciDeviceId: 0x221610de}
+			for i, c := range "00000000:0A:00.0" {
+				p.BusId[i] = uint8(c)
+			}
+			return p, ok
+		},
+		GetCurrPcieLinkGenerationFunc: func() (int, gonvml.Return) { return 1, ok },
+		GetCurrPcieLinkWidthFunc:      func() (int, gonvml.Return) { return 1, ok },
+		GetMaxPcieLinkGenerationFunc:  func() (int, gonvml.Return) { return 1, ok },
+		GetMaxPcieLinkWidthFunc:       func() (int, gonvml.Return) { return 1, ok },
+		GetPowerManagementLimitConstraintsFunc: func() (uint32, uint32, gonvml.Return) {
+			return 100_000, 350_000, ok
+		},
+		GetPowerManagementLimitFunc:        func() (uint32, gonvml.Return) { return 320_000, ok },
+		GetPowerManagementDefaultLimitFunc: func() (uint32, gonvml.Return) { return 320_000, ok },
+		GetEccModeFunc: func() (gonvml.EnableState, gonvml.EnableState, gonvml.Return) {
+			return 0, 0, notSupported
+		},
+		GetMigModeFunc:                   func() (int, int, gonvml.Return) { return 0, 0, notSupported },
+		GetMinorNumberFunc:               func() (int, gonvml.Return) { return 0, ok },
+		GetPowerUsageFunc:                func() (uint32, gonvml.Return) { return 221_500, ok },
+		GetTotalEnergyConsumptionFunc:    func() (uint64, gonvml.Return) { return 0, notSupported },
+		GetTemperatureFunc:               func(gonvml.TemperatureSensors) (uint32, gonvml.Return) { return 62, ok },
+		GetUtilizationRatesFunc:          func() (gonvml.Utilization, gonvml.Return) { return gonvml.Utilization{Gpu: 97, Memory: 40}, ok },
+		GetClockInfoFunc:                 func(gonvml.ClockType) (uint32, gonvml.Return) { return 1710, ok },
+		GetCurrentClocksEventReasonsFunc: func() (uint64, gonvml.Return) { return gonvml.ClocksEventReasonSwPowerCap, ok },
+		GetPcieThroughputFunc:            func(gonvml.PcieUtilCounter) (uint32, gonvml.Return) { return 200_000, ok },
+		GetFanSpeedFunc:                  func() (uint32, gonvml.Return) { return 70, ok },
+	}
+}
+
+// ExampleNew opens the NVML backend over go-nvml's mock library (on a real
+// node, call nvml.New(ctx) without WithLibrary) and prints what a farm
+// operator needs to know about the card.
+func ExampleNew() {
+	dev := mockRTX3080()
+	lib := &mock.Interface{
+		InitFunc:                   func() gonvml.Return { return gonvml.SUCCESS },
+		ShutdownFunc:               func() gonvml.Return { return gonvml.SUCCESS },
+		DeviceGetCountFunc:         func() (int, gonvml.Return) { return 1, gonvml.SUCCESS },
+		DeviceGetHandleByIndexFunc: func(int) (gonvml.Device, gonvml.Return) { return dev, gonvml.SUCCESS },
+		ExtensionsFunc: func() gonvml.ExtendedInterface {
+			return &mock.ExtendedInterface{LookupSymbolFunc: func(string) error { return nil }}
+		},
+	}
+	ctx := context.Background()
+	b, err := nvml.New(ctx, nvml.WithLibrary(lib))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer b.Close()
+
+	devs, _ := b.Devices(ctx)
+	for _, d := range devs {
+		fmt.Printf("%d %s: %s, %s, %d GiB, bus %s, link %s (max %s), serial %q, ECC %s\n",
+			d.Index, d.Name, d.Class, d.Architecture, d.MemoryBytes>>30, d.PCIBusID, d.LinkCurrent, d.LinkMax, d.Serial, d.ECC)
+	}
+	s := []gpu.Sample{{Index: 0}}
+	if err := b.Sample(ctx, s); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("power %.1f W, energy counter present: %t, %d°C, clocks held by %s\n",
+		s[0].PowerW.Value, s[0].EnergyMJ.Valid, s[0].TemperatureC.Value, s[0].ClockEvents.Value)
+	// Output:
+	// 0 NVIDIA GeForce RTX 3080: consumer, Ampere, 10 GiB, bus 0000:0a:00.0, link gen1 x1 (max gen1 x1), serial "", ECC unsupported
+	// power 221.5 W, energy counter present: false, 62°C, clocks held by sw-power-cap
+}

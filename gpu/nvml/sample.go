@@ -1,0 +1,259 @@
+//go:build cgo
+
+package nvml
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpufarm/gpufarm/gpu"
+)
+
+// probe is a bit set of telemetry calls.
+type probe uint32
+
+const (
+	probePower probe = 1 << iota
+	probeEnergy
+	probeTemperature
+	probeUtilization
+	probeMemory
+	probeSMClock
+	probeMemClock
+	probeClockEvents
+	probePCIeTx
+	probePCIeRx
+	probeFan
+	probeLinkGen
+	probeLinkWidth
+)
+
+var probeNames = [...]string{
+	"power", "energy", "temperature", "utilization", "memory", "sm-clock", "mem-clock",
+	"clock-events", "pcie-tx", "pcie-rx", "fan", "link-gen", "link-width",
+}
+
+func (p probe) String() string {
+	if p == 0 {
+		return "none"
+	}
+	var names []string
+	for i, n := range probeNames {
+		if p&(1<<i) != 0 {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// pcieKB is NVML's KB in PCIe throughput: nvml.h reports it in KB/s, and
+// NVML's kilobytes are 1024 bytes.
+const pcieKB = 1024
+
+// probeTelemetry samples every telemetry call once at discovery so that the
+// calls a device does not support are known before the first Sample.
+func (b *Backend) probeTelemetry(p *prober) {
+	var s gpu.Sample
+	if err := b.sampleDevice(p.d, &s); err != nil && p.lost == nil {
+		p.lost = err
+	}
+}
+
+// Sample reads the telemetry of the devices dst names. It does not
+// allocate in steady state. Calls a device answered NOT_SUPPORTED are not
+// repeated: the reading stays invalid.
+func (b *Backend) Sample(ctx context.Context, dst []gpu.Sample) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("nvml: sample: %w", err)
+	}
+	if err := b.acquire(ctx, "sample"); err != nil {
+		return err
+	}
+	if ctx.Done() == nil {
+		err := b.sampleInto(dst)
+		b.release()
+		return err
+	}
+	// The goroutine writes to scratch, never to dst: if the caller gives
+	// up, the goroutine may still be writing after Sample returned.
+	if cap(b.scratch) < len(dst) {
+		b.scratch = make([]gpu.Sample, len(dst))
+	}
+	sc := b.scratch[:len(dst)]
+	for i := range dst {
+		sc[i].Index = dst[i].Index
+	}
+	b.batch, b.batchErr = sc, nil
+	if err := b.runHeld(ctx, "sample", b.sampleFn); err != nil {
+		return err
+	}
+	copy(dst, sc)
+	err := b.batchErr
+	b.batch, b.batchErr = nil, nil
+	b.release()
+	return err
+}
+
+func (b *Backend) sampleBatch() { b.batchErr = b.sampleInto(b.batch) }
+
+// sampleInto fills dst; it runs while the slot is held.
+func (b *Backend) sampleInto(dst []gpu.Sample) error {
+	now := b.clock.Now()
+	var errs []error
+	for i := range dst {
+		s := &dst[i]
+		idx := s.Index
+		*s = gpu.Sample{Index: idx, Time: now}
+		if idx < 0 || idx >= len(b.devs) {
+			errs = append(errs, &gpu.DeviceError{Index: idx, Err: fmt.Errorf("%w: no GPU with index %d: this node has %d", gpu.ErrNotFound, idx, len(b.devs))})
+			continue
+		}
+		d := b.devs[idx]
+		s.UUID = d.uuid
+		if err := b.sampleDevice(d, s); err != nil {
+			*s = gpu.Sample{Index: idx, UUID: d.uuid, Time: now}
+			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: err})
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// sampleDevice reads every telemetry field d supports into s. It returns
+// an error only when the device failed as a whole (lost).
+func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
+	skip := probe(d.skip.Load())
+	h := d.h
+	var ret gonvml.Return
+	if skip&probePower == 0 {
+		var mw uint32
+		if mw, ret = h.GetPowerUsage(); b.read(d, probePower, ret) {
+			s.PowerW = gpu.Some(float64(mw) / 1000)
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get power usage", Code: ret}
+		}
+	}
+	if skip&probeEnergy == 0 {
+		var mj uint64
+		if mj, ret = h.GetTotalEnergyConsumption(); b.read(d, probeEnergy, ret) {
+			s.EnergyMJ = gpu.Some(mj)
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get total energy consumption", Code: ret}
+		}
+	}
+	if skip&probeTemperature == 0 {
+		var c uint32
+		if c, ret = h.GetTemperature(gonvml.TEMPERATURE_GPU); b.read(d, probeTemperature, ret) {
+			s.TemperatureC = gpu.Some(int(c))
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get temperature", Code: ret}
+		}
+	}
+	if skip&probeUtilization == 0 {
+		var u gonvml.Utilization
+		if u, ret = h.GetUtilizationRates(); b.read(d, probeUtilization, ret) {
+			s.GPUUtilPct = gpu.Some(int(u.Gpu))
+			s.MemUtilPct = gpu.Some(int(u.Memory))
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get utilization", Code: ret}
+		}
+	}
+	if skip&probeMemory == 0 {
+		var m gonvml.Memory
+		if m, ret = h.GetMemoryInfo(); b.read(d, probeMemory, ret) {
+			s.MemoryUsedBytes = gpu.Some(m.Used)
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get memory info", Code: ret}
+		}
+	}
+	if skip&probeSMClock == 0 {
+		var mhz uint32
+		if mhz, ret = h.GetClockInfo(gonvml.CLOCK_SM); b.read(d, probeSMClock, ret) {
+			s.SMClockMHz = gpu.Some(int(mhz))
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get SM clock", Code: ret}
+		}
+	}
+	if skip&probeMemClock == 0 {
+		var mhz uint32
+		if mhz, ret = h.GetClockInfo(gonvml.CLOCK_MEM); b.read(d, probeMemClock, ret) {
+			s.MemClockMHz = gpu.Some(int(mhz))
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get memory clock", Code: ret}
+		}
+	}
+	if skip&probeClockEvents == 0 {
+		var reasons uint64
+		if reasons, ret = h.GetCurrentClocksEventReasons(); b.read(d, probeClockEvents, ret) {
+			s.ClockEvents = gpu.Some(gpu.ClockEvents(reasons))
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get clock event reasons", Code: ret}
+		}
+	}
+	if skip&probePCIeTx == 0 {
+		var kbps uint32
+		if kbps, ret = h.GetPcieThroughput(gonvml.PCIE_UTIL_TX_BYTES); b.read(d, probePCIeTx, ret) {
+			s.PCIeTxBytesPerS = gpu.Some(uint64(kbps) * pcieKB)
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get PCIe tx throughput", Code: ret}
+		}
+	}
+	if skip&probePCIeRx == 0 {
+		var kbps uint32
+		if kbps, ret = h.GetPcieThroughput(gonvml.PCIE_UTIL_RX_BYTES); b.read(d, probePCIeRx, ret) {
+			s.PCIeRxBytesPerS = gpu.Some(uint64(kbps) * pcieKB)
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get PCIe rx throughput", Code: ret}
+		}
+	}
+	if skip&probeFan == 0 {
+		var pct uint32
+		if pct, ret = h.GetFanSpeed(); b.read(d, probeFan, ret) {
+			s.FanPct = gpu.Some(int(pct))
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get fan speed", Code: ret}
+		}
+	}
+	if skip&probeLinkGen == 0 {
+		var g int
+		if g, ret = h.GetCurrPcieLinkGeneration(); b.read(d, probeLinkGen, ret) {
+			s.Link.Gen = g
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get current PCIe generation", Code: ret}
+		}
+	}
+	if skip&probeLinkWidth == 0 {
+		var w int
+		if w, ret = h.GetCurrPcieLinkWidth(); b.read(d, probeLinkWidth, ret) {
+			s.Link.Width = w
+		} else if ret == gonvml.ERROR_GPU_IS_LOST {
+			return Error{Op: "get current PCIe width", Code: ret}
+		}
+	}
+	return nil
+}
+
+// read reports whether a telemetry call succeeded. NOT_SUPPORTED is
+// remembered so the call is skipped from then on; other failures leave the
+// reading invalid for this sample only.
+func (b *Backend) read(d *device, p probe, ret gonvml.Return) bool {
+	switch ret {
+	case gonvml.SUCCESS:
+		return true
+	case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_FUNCTION_NOT_FOUND:
+		d.skip.Or(uint32(p))
+	case gonvml.ERROR_GPU_IS_LOST:
+	default:
+		if b.log.Enabled(context.Background(), slog.LevelDebug) {
+			b.log.Debug("nvml reading failed", "gpu", d.info.Index, "reading", p.String(), "err", Error{Op: "sample", Code: ret})
+		}
+	}
+	return false
+}
