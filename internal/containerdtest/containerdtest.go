@@ -1,0 +1,416 @@
+package containerdtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// Binaries a daemon needs, looked up in PATH.
+var binaries = []string{"containerd", "containerd-shim-runc-v2", "runc"}
+
+// ErrUnavailable: this machine cannot run a daemon (not root, or a binary
+// is missing). Install the Debian packages containerd and runc and run as root.
+var ErrUnavailable = errors.New("containerdtest: containerd cannot run here")
+
+// Available reports why a daemon cannot run here, or nil.
+func Available() error {
+	var problems []string
+	if os.Geteuid() != 0 {
+		problems = append(problems, "not root")
+	}
+	for _, b := range binaries {
+		if _, err := exec.LookPath(b); err != nil {
+			problems = append(problems, b+" not in PATH")
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s (install the Debian packages containerd and runc, run as root)",
+			ErrUnavailable, strings.Join(problems, ", "))
+	}
+	return nil
+}
+
+// InCI reports whether the tests run in CI (CI=true), where a missing
+// daemon fails instead of skipping.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Require skips t (fails it in CI) when a daemon cannot run here.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if InCI() {
+			t.Fatalf("CI=true and %v", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// Daemon is a running private containerd.
+type Daemon struct {
+	// Address is the daemon's gRPC socket.
+	Address string
+	// Dir holds everything of this daemon: Root, State, the config and the log.
+	Dir   string
+	Root  string
+	State string
+	// Log is the daemon's combined stdout and stderr.
+	Log string
+
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts a daemon for t and stops it when t ends. It skips t when
+// the machine cannot run containerd (fails it with CI=true), and fails t
+// when the daemon does not come up.
+func Start(t testing.TB) *Daemon {
+	t.Helper()
+	Require(t)
+	d, err := Launch(context.Background(), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop containerd: %v", err)
+		}
+	})
+	return d
+}
+
+// Launch starts a daemon and waits until it answers. logf (may be nil)
+// receives what was run. The caller must call Stop.
+func Launch(ctx context.Context, logf func(format string, args ...any)) (*Daemon, error) {
+	if err := Available(); err != nil {
+		return nil, err
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	dir, err := os.MkdirTemp("/tmp", "ctrd-")
+	if err != nil {
+		return nil, fmt.Errorf("containerdtest: temp dir: %w", err)
+	}
+	d := &Daemon{
+		Address: filepath.Join(dir, "c.sock"),
+		Dir:     dir,
+		Root:    filepath.Join(dir, "root"),
+		State:   filepath.Join(dir, "state"),
+		Log:     filepath.Join(dir, "containerd.log"),
+		exited:  make(chan struct{}),
+	}
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, []byte(d.config()), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("containerdtest: write config: %w", err)
+	}
+	logFile, err := os.Create(d.Log)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("containerdtest: log file: %w", err)
+	}
+	bin, _ := exec.LookPath("containerd")
+	d.cmd = exec.Command(bin, "--config", config, "--log-level", "warn")
+	d.cmd.Stdout = logFile
+	d.cmd.Stderr = logFile
+	// Its own process group, so a ^C of the test does not hit it before
+	// Stop has cleaned up its containers.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logf("containerdtest: running %s", strings.Join(d.cmd.Args, " "))
+	if err := d.cmd.Start(); err != nil {
+		_ = logFile.Close()
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("containerdtest: start containerd: %w", err)
+	}
+	go func() { // owned by d; ends when the daemon exits
+		_ = d.cmd.Wait()
+		_ = logFile.Close()
+		close(d.exited)
+	}()
+	if err := d.waitReady(ctx, 30*time.Second); err != nil {
+		_ = d.Stop()
+		return nil, err
+	}
+	logf("containerdtest: containerd pid %d answers on %s", d.cmd.Process.Pid, d.Address)
+	return d, nil
+}
+
+func (d *Daemon) config() string {
+	q := strconv.Quote
+	return `version = 2
+root = ` + q(d.Root) + `
+state = ` + q(d.State) + `
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = ` + q(d.Address) + `
+
+[ttrpc]
+  address = ` + q(d.Address+".ttrpc") + `
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = ` + q(filepath.Join(d.Dir, "opt")) + `
+`
+}
+
+func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var last error
+	for {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("containerdtest: containerd exited during start-up: %s", d.logTail())
+		default:
+		}
+		if _, err := os.Stat(d.Address); err == nil {
+			c, err := containerd.New(d.Address, containerd.WithTimeout(2*time.Second))
+			if err == nil {
+				_, err = c.Version(ctx)
+				_ = c.Close()
+				if err == nil {
+					return nil
+				}
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("containerdtest: containerd did not answer within %v (last error %v): %s", limit, last, d.logTail())
+		case <-d.exited:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Daemon) logTail() string {
+	b, _ := os.ReadFile(d.Log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// Client returns a client of the daemon, closed when t ends.
+func (d *Daemon) Client(t testing.TB) *containerd.Client {
+	t.Helper()
+	c, err := containerd.New(d.Address, containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		t.Fatalf("containerdtest: connect to %s: %v", d.Address, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Stop kills every task of the daemon, stops it (SIGTERM, then SIGKILL
+// after 10 s), ends the shims it left by process id, detaches the mounts
+// under its folder and removes the folder. It is idempotent.
+func (d *Daemon) Stop() error {
+	d.stopOnce.Do(func() { d.stopErr = d.stop() })
+	return d.stopErr
+}
+
+func (d *Daemon) stop() error {
+	var errs []error
+	select {
+	case <-d.exited:
+	default:
+		d.cleanContainers()
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(10 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	for _, pid := range d.shimPIDs() {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, m := range mountsUnder(d.Dir) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	if err := os.RemoveAll(d.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// cleanContainers kills and deletes every task and container, so the
+// shims exit and runc removes their cgroups.
+func (d *Daemon) cleanContainers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := containerd.New(d.Address, containerd.WithTimeout(2*time.Second))
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	nss, err := c.NamespaceService().List(ctx)
+	if err != nil {
+		return
+	}
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		ctrs, err := c.Containers(nctx)
+		if err != nil {
+			continue
+		}
+		for _, ctr := range ctrs {
+			if task, err := ctr.Task(nctx, nil); err == nil {
+				if st, err := task.Wait(nctx); err == nil {
+					_ = task.Kill(nctx, syscall.SIGKILL, containerd.WithKillAll)
+					select {
+					case <-st:
+					case <-time.After(5 * time.Second):
+					}
+				}
+				_, _ = task.Delete(nctx, containerd.WithProcessKill)
+			}
+			_ = ctr.Delete(nctx, containerd.WithSnapshotCleanup)
+		}
+	}
+}
+
+// shimPIDs lists the processes started for this daemon: shims carry its
+// address on their command line.
+func (d *Daemon) shimPIDs() []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		for _, a := range args {
+			if a == d.Address || a == d.Address+".ttrpc" {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// mountsUnder lists mount points below dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Shared is one daemon for a whole test package, started on first use
+// and stopped when Run's tests end. The zero value is ready to use.
+type Shared struct {
+	once sync.Once
+	d    *Daemon
+	err  error
+	logs []string
+	mu   sync.Mutex
+}
+
+// Run runs the package's tests and stops the daemon after them. Use it
+// as os.Exit(shared.Run(m)) in TestMain.
+func (s *Shared) Run(m *testing.M) int {
+	code := m.Run()
+	s.mu.Lock()
+	d := s.d
+	s.mu.Unlock()
+	if d != nil {
+		if err := d.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "containerdtest: stop: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
+}
+
+// Daemon returns the package's daemon, starting it on first call. It
+// skips t when the machine cannot run containerd (fails it with CI=true)
+// and fails t when the daemon did not come up.
+func (s *Shared) Daemon(t testing.TB) *Daemon {
+	t.Helper()
+	Require(t)
+	s.once.Do(func() {
+		d, err := Launch(context.Background(), func(format string, args ...any) {
+			s.logs = append(s.logs, fmt.Sprintf(format, args...))
+		})
+		s.mu.Lock()
+		s.d, s.err = d, err
+		s.mu.Unlock()
+	})
+	for _, l := range s.logs {
+		t.Log(l)
+	}
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.d
+}

@@ -1,0 +1,16 @@
+// Command probe is run inside containers by the isolation tests. It reports
+// what the container can see and do, and plays the workloads the tests need
+// (a sleeper, a process that ignores SIGTERM, a memory hog, a chatty logger).
+//
+// Usage:
+//
+//	probe report [-open a,b,...] [-write a,b,...]  one JSON line: identity, capabilities, opens, writes, interfaces
+//	probe sleep                                   sleep until SIGTERM or SIGINT, print "term <signal>", exit 0
+//	probe ignore-term                             ignore SIGTERM and SIGINT, sleep until killed
+//	probe alloc -mib N                            touch N MiB, 1 MiB at a time, then sleep
+//	probe spam -bytes N [-then-sleep]             write N bytes of 65-byte numbered lines to stdout
+//	probe exit -code N                            exit with code N
+//
+// Opens and writes are reported by errno name (ok, ENXIO, ENOENT, EPERM,
+// EACCES, EROFS). It is built static (CGO_ENABLED=0) by internal/ociimage.
+package main

@@ -1,0 +1,126 @@
+package isolation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"tags.cncf.io/container-device-interface/pkg/cdi"
+	"tags.cncf.io/container-device-interface/pkg/parser"
+)
+
+// DefaultCDISpecDirs are where nvidia-ctk writes its specs: /etc/cdi and
+// /var/run/cdi, the later taking precedence for the same device.
+func DefaultCDISpecDirs() []string { return []string{cdi.DefaultStaticDir, cdi.DefaultDynamicDir} }
+
+// CDIRegistry resolves and injects CDI devices from explicit spec
+// directories. It rescans them on Refresh (Create calls it), never in the
+// background, and never touches CDI's process-wide default cache.
+type CDIRegistry struct {
+	mu    sync.Mutex // serialises Refresh against reads
+	cache *cdi.Cache
+	dirs  []string
+}
+
+// NewCDIRegistry reads the specs in dirs, later dirs taking precedence. A
+// missing dir is not an error (a host without GPUs has none); a spec that
+// does not parse is reported by Refresh and its devices are absent.
+func NewCDIRegistry(dirs ...string) (*CDIRegistry, error) {
+	dirs = append([]string(nil), dirs...)
+	cache, err := cdi.NewCache(cdi.WithSpecDirs(dirs...), cdi.WithAutoRefresh(false))
+	if err != nil {
+		return nil, fmt.Errorf("isolation: CDI cache: %w", err)
+	}
+	return &CDIRegistry{cache: cache, dirs: dirs}, nil
+}
+
+// Dirs are the spec directories, in precedence order (last wins).
+func (r *CDIRegistry) Dirs() []string { return append([]string(nil), r.dirs...) }
+
+// Refresh rescans the spec directories and returns the problems of specs
+// that failed to load (their devices are absent; other specs still work).
+func (r *CDIRegistry) Refresh() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.cache.Refresh(); err != nil {
+		return fmt.Errorf("isolation: CDI specs in %s: %w", strings.Join(r.dirs, ", "), err)
+	}
+	return nil
+}
+
+// Devices lists the fully qualified names of all known devices, sorted.
+func (r *CDIRegistry) Devices() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.cache.ListDevices()
+	sort.Strings(d)
+	return d
+}
+
+// Resolve checks every name at once: malformed names wrap ErrInvalid,
+// names no spec defines wrap ErrNotFound.
+func (r *CDIRegistry) Resolve(names ...string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, n := range names {
+		if _, _, _, err := parser.ParseQualifiedName(n); err != nil {
+			errs = append(errs, fmt.Errorf("%w: CDI device %q: %v", ErrInvalid, n, err))
+			continue
+		}
+		if r.cache.GetDevice(n) == nil {
+			errs = append(errs, fmt.Errorf("%w: CDI device %q is in no spec under %s (known: %s)",
+				ErrNotFound, n, strings.Join(r.dirs, ", "), strings.Join(r.known(n), ", ")))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// known lists the devices of the same kind as name, for error messages.
+func (r *CDIRegistry) known(name string) []string {
+	kind, _, _ := strings.Cut(name, "=")
+	var out []string
+	for _, d := range r.cache.ListDevices() {
+		if strings.HasPrefix(d, kind+"=") {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return []string{"none of kind " + kind}
+	}
+	return out
+}
+
+// Inject applies the devices' container edits (device nodes, device cgroup
+// rules, mounts, hooks, env) to spec.
+func (r *CDIRegistry) Inject(spec *oci.Spec, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	unresolved, err := r.cache.InjectDevices(spec, names...)
+	if len(unresolved) > 0 {
+		return fmt.Errorf("%w: CDI devices %s: %w", ErrNotFound, strings.Join(unresolved, ", "), err)
+	}
+	if err != nil {
+		return fmt.Errorf("isolation: inject CDI devices: %w", err)
+	}
+	return nil
+}
+
+// WithDevices is the oci.SpecOpts form of Inject. containerd's
+// pkg/cdi.WithCDIDevices works only on CDI's global cache, so this is its
+// equivalent over this registry. Apply it after every option that sets
+// env, mounts or hooks, since those may reset what CDI added.
+func (r *CDIRegistry) WithDevices(names ...string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		return r.Inject(s, names...)
+	}
+}

@@ -1,0 +1,975 @@
+package isolation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/image-spec/identity"
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Containerd runs each container in containerd (1.6 or newer) through the
+// v2 Go client, hardened by default (see Create), with its GPUs injected
+// through CDI and each tenant in its own namespace. Containers, their
+// labels and their logs live in containerd and on disk, not in this value:
+// a new Containerd finds them again (Recover).
+type Containerd struct {
+	client     *containerd.Client
+	ownsClient bool
+	opts       options
+	log        *slog.Logger
+	cdi        *CDIRegistry
+
+	staleLease time.Duration // a create lease older than this is an interrupted Create's
+
+	imagesMu sync.Mutex
+	images   map[string]imageMeta
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var (
+	_ Runtime    = (*Containerd)(nil)
+	_ Recoverer  = (*Containerd)(nil)
+	_ ImageStore = (*Containerd)(nil)
+)
+
+// leaseLabel marks the lease that holds a container's new snapshot while
+// Create runs; Recover removes those an interrupted Create left.
+const leaseLabel = LabelPrefix + "create"
+
+// createLeaseExpiry bounds how long an interrupted Create's snapshot can
+// outlive it even if Recover never runs: containerd collects it then.
+const createLeaseExpiry = 10 * time.Minute
+
+// NewContainerd connects to containerd and starts enforcing the log cap.
+// It fails with ErrUnavailable when containerd does not answer.
+func NewContainerd(ctx context.Context, opts ...Option) (*Containerd, error) {
+	o := buildOptions(opts)
+	r := &Containerd{opts: o, log: o.logger, done: make(chan struct{}), client: o.client, images: map[string]imageMeta{}, staleLease: time.Minute}
+	if r.client == nil {
+		if _, err := os.Stat(o.address); err != nil && !strings.Contains(o.address, "://") {
+			return nil, fmt.Errorf("%w: no containerd socket at %s (is containerd running? is the address right?): %w", ErrUnavailable, o.address, err)
+		}
+		c, err := containerd.New(o.address, containerd.WithTimeout(10*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("%w: connect to containerd at %s (is it running? is the address right?): %w", ErrUnavailable, o.address, err)
+		}
+		r.client, r.ownsClient = c, true
+	}
+	v, err := r.client.Version(ctx)
+	if err != nil {
+		r.closeClient()
+		return nil, fmt.Errorf("%w: containerd at %s does not answer: %w", ErrUnavailable, o.address, err)
+	}
+	cdi, err := NewCDIRegistry(o.cdiDirs...)
+	if err != nil {
+		r.closeClient()
+		return nil, err
+	}
+	if err := cdi.Refresh(); err != nil {
+		r.log.Warn("some CDI specs do not load; their devices are unavailable", "err", err)
+	}
+	r.cdi = cdi
+	if err := os.MkdirAll(o.logDir, 0o750); err != nil {
+		r.closeClient()
+		return nil, fmt.Errorf("isolation: log dir: %w", err)
+	}
+	r.log.Info("containerd runtime ready", "containerd", v.Version, "address", o.address,
+		"snapshotter", o.snapshotter, "runtime", o.runtimeName, "cdi_dirs", o.cdiDirs,
+		"cdi_devices", len(cdi.Devices()), "log_dir", o.logDir, "log_cap_bytes", o.logCap)
+	r.wg.Add(1)
+	go r.keepLogs() // stops at Close
+	return r, nil
+}
+
+func (r *Containerd) closeClient() {
+	if r.ownsClient {
+		_ = r.client.Close()
+	}
+}
+
+// Close stops the log cap enforcement and closes the connection it
+// dialled. Containers keep running. It is idempotent.
+func (r *Containerd) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		close(r.done)
+		r.wg.Wait()
+		if r.ownsClient {
+			err = r.client.Close()
+		}
+	})
+	return err
+}
+
+// CDI is the runtime's device registry.
+func (r *Containerd) CDI() *CDIRegistry { return r.cdi }
+
+func (r *Containerd) closed() error {
+	select {
+	case <-r.done:
+		return fmt.Errorf("%w: runtime closed", ErrUnavailable)
+	default:
+		return nil
+	}
+}
+
+func (r *Containerd) nsContext(ctx context.Context, tenant string) (context.Context, error) {
+	if err := r.closed(); err != nil {
+		return nil, err
+	}
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	return namespaces.WithNamespace(ctx, Namespace(tenant)), nil
+}
+
+// load finds one of this SDK's containers; others are ErrNotFound.
+func (r *Containerd) load(ctx context.Context, ref Ref) (containerd.Container, context.Context, error) {
+	nctx, err := r.nsContext(ctx, ref.Tenant)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctr, err := r.client.LoadContainer(nctx, ref.ID)
+	if err != nil {
+		return nil, nil, mapErr(err, "container %s", ref)
+	}
+	info, err := ctr.Info(nctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return nil, nil, mapErr(err, "container %s", ref)
+	}
+	if info.Labels[LabelManaged] != "true" {
+		return nil, nil, fmt.Errorf("%w: container %s was not created by gpufarm", ErrNotFound, ref)
+	}
+	return ctr, nctx, nil
+}
+
+func (r *Containerd) logPath(ref Ref) string {
+	return filepath.Join(r.opts.logDir, Namespace(ref.Tenant), ref.ID+".log")
+}
+
+// Create validates spec, resolves its CDI devices and its image, builds
+// the OCI spec, and only then creates the snapshot and the container,
+// under a lease, so a failure at any step leaves nothing behind.
+//
+// The container is hardened whatever the image says: the spec's user
+// (nobody by default; the image's USER is ignored), no new privileges,
+// every capability dropped, containerd's default seccomp profile, a
+// read-only root filesystem with a tmpfs /tmp, and a network namespace of
+// its own unless Spec.Network is NetworkHost. Its device cgroup allows only
+// the standard pseudo-devices and its CDI devices.
+func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
+	if err := r.closed(); err != nil {
+		return Info{}, err
+	}
+	var problems []error
+	if err := spec.Validate(); err != nil {
+		problems = append(problems, err)
+	}
+	s := spec.withDefaults()
+	ref := Ref{Tenant: s.Tenant, ID: s.ID}
+	var img images.Image
+	if ValidateTenant(s.Tenant) == nil {
+		nctx := namespaces.WithNamespace(ctx, Namespace(s.Tenant))
+		if devs := validDevices(s.GPUs); len(devs) > 0 {
+			if err := r.cdi.Refresh(); err != nil {
+				r.log.Warn("some CDI specs do not load; their devices are unavailable", "err", err)
+			}
+			if err := r.cdi.Resolve(devs...); err != nil {
+				problems = append(problems, err)
+			}
+		}
+		if s.Image != "" {
+			i, err := r.client.ImageService().Get(nctx, s.Image)
+			switch {
+			case errdefs.IsNotFound(err):
+				problems = append(problems, fmt.Errorf("%w: image %q is not in tenant %q: import or pull it for this tenant first: %w",
+					ErrNotFound, s.Image, s.Tenant, err))
+			case err != nil:
+				problems = append(problems, mapErr(err, "image %q", s.Image))
+			default:
+				img = i
+			}
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
+		return Info{}, err
+	}
+	nctx := namespaces.WithNamespace(ctx, Namespace(s.Tenant))
+	meta, err := r.imageMeta(nctx, img)
+	if err != nil {
+		return Info{}, err
+	}
+	// The whole OCI spec, CDI edits included, is built before anything
+	// exists, so its errors (a device node missing on the host) cost nothing.
+	ociSpec, err := r.buildSpec(nctx, s, meta.config)
+	if err != nil {
+		return Info{}, err
+	}
+	labels := s.labels()
+
+	ctr, err := r.newContainer(nctx, s, ociSpec, meta, img, labels)
+	if errdefs.IsNotFound(err) {
+		// The image's unpacked layers went away since they were cached
+		// (images pruned): unpack again, once.
+		r.forgetImage(nctx, img)
+		if meta, err = r.imageMeta(nctx, img); err != nil {
+			return Info{}, err
+		}
+		ctr, err = r.newContainer(nctx, s, ociSpec, meta, img, labels)
+	}
+	if errdefs.IsAlreadyExists(err) {
+		return Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID: %w", ErrExists, ref, err)
+	}
+	if err != nil {
+		return Info{}, mapErr(err, "create container %s", ref)
+	}
+	r.log.Info("container created", "container", ref.String(), "image", s.Image, "gpus", s.devices(),
+		"user", s.User, "network", string(s.Network))
+	sig, grace := stopSettings(labels)
+	return Info{
+		Ref: ref, Workload: s.Workload, Kind: s.Kind, Image: s.Image,
+		GPUs: splitList(labels[LabelGPUs]), Devices: s.devices(), Labels: labels,
+		State: StateCreated, CreatedAt: ctrCreatedAt(nctx, ctr), StopSignal: sig, StopGrace: grace,
+		LogPath: r.logPath(ref),
+	}, nil
+}
+
+// newContainer makes the snapshot and the container under a lease; on
+// failure it deletes the lease synchronously, which collects the snapshot
+// if it was made.
+func (r *Containerd) newContainer(ctx context.Context, s Spec, ociSpec *oci.Spec, meta imageMeta, img images.Image, labels map[string]string) (containerd.Container, error) {
+	ls := r.client.LeasesService()
+	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(createLeaseExpiry),
+		leases.WithLabel(leaseLabel, s.ID))
+	if err != nil {
+		return nil, err
+	}
+	ctr, err := r.client.NewContainer(leases.WithLease(ctx, lease.ID), s.ID,
+		r.withSnapshot(s.ID, meta.chainID, img.Name),
+		containerd.WithSpec(ociSpec),
+		containerd.WithRuntime(r.opts.runtimeName, nil),
+		containerd.WithContainerLabels(labels),
+	)
+	del := []leases.DeleteOpt{}
+	if err != nil {
+		del = append(del, leases.SynchronousDelete)
+	}
+	if derr := ls.Delete(context.WithoutCancel(ctx), lease, del...); derr != nil {
+		r.log.Warn("remove create lease", "container", s.Tenant+"/"+s.ID, "err", derr)
+	}
+	return ctr, err
+}
+
+func ctrCreatedAt(ctx context.Context, ctr containerd.Container) time.Time {
+	c, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return time.Time{}
+	}
+	return c.CreatedAt
+}
+
+// withSnapshot prepares the container's writable snapshot on the image's
+// unpacked layers (containerd.WithNewSnapshot, without re-reading the
+// image each time).
+func (r *Containerd) withSnapshot(key, parent, image string) containerd.NewContainerOpts {
+	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
+		if _, err := client.SnapshotService(r.opts.snapshotter).Prepare(ctx, key, parent); err != nil {
+			return err
+		}
+		c.Snapshotter, c.SnapshotKey, c.Image = r.opts.snapshotter, key, image
+		return nil
+	}
+}
+
+// imageMeta is what Create needs of an image, cached by namespace and
+// manifest digest: an image's content never changes under its digest.
+type imageMeta struct {
+	config  imagespec.ImageConfig
+	chainID string
+}
+
+func imageKey(ctx context.Context, img images.Image) string {
+	ns, _ := namespaces.Namespace(ctx)
+	return ns + "\x00" + img.Name + "\x00" + img.Target.Digest.String()
+}
+
+func (r *Containerd) imageMeta(ctx context.Context, i images.Image) (imageMeta, error) {
+	key := imageKey(ctx, i)
+	r.imagesMu.Lock()
+	m, ok := r.images[key]
+	r.imagesMu.Unlock()
+	if ok {
+		return m, nil
+	}
+	img := containerd.NewImage(r.client, i)
+	cfg, err := imageConfig(ctx, img)
+	if err != nil {
+		return imageMeta{}, mapErr(err, "read the config of image %q", i.Name)
+	}
+	diffIDs, err := img.RootFS(ctx)
+	if err != nil {
+		return imageMeta{}, mapErr(err, "read the layers of image %q", i.Name)
+	}
+	unpacked, err := img.IsUnpacked(ctx, r.opts.snapshotter)
+	if err != nil {
+		return imageMeta{}, mapErr(err, "image %q", i.Name)
+	}
+	if !unpacked {
+		if err := img.Unpack(ctx, r.opts.snapshotter); err != nil {
+			return imageMeta{}, mapErr(err, "unpack image %q", i.Name)
+		}
+	}
+	m = imageMeta{config: cfg, chainID: identity.ChainID(diffIDs).String()}
+	r.imagesMu.Lock()
+	r.images[key] = m
+	r.imagesMu.Unlock()
+	return m, nil
+}
+
+func (r *Containerd) forgetImage(ctx context.Context, img images.Image) {
+	r.imagesMu.Lock()
+	delete(r.images, imageKey(ctx, img))
+	r.imagesMu.Unlock()
+}
+
+func validDevices(gpus []GPU) []string {
+	var out []string
+	for _, g := range gpus {
+		if g.Device != "" {
+			out = append(out, g.Device)
+		}
+	}
+	return out
+}
+
+// taskState is what containerd's task service says of a container's task.
+type taskState struct {
+	exists   bool
+	status   tasktypes.Status
+	pid      uint32
+	exitCode uint32
+	exitedAt time.Time
+}
+
+func (r *Containerd) taskState(ctx context.Context, id string) (taskState, error) {
+	resp, err := r.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil {
+		err = errgrpc.ToNative(err)
+		if errdefs.IsNotFound(err) {
+			return taskState{}, nil
+		}
+		return taskState{}, mapErr(err, "task of %s", id)
+	}
+	p := resp.GetProcess()
+	ts := taskState{exists: true, status: p.GetStatus(), pid: p.GetPid(), exitCode: p.GetExitStatus()}
+	if p.GetExitedAt() != nil {
+		ts.exitedAt = p.GetExitedAt().AsTime()
+	}
+	return ts, nil
+}
+
+func (r *Containerd) deleteTask(ctx context.Context, id string) error {
+	_, err := r.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// Start starts a created container, or restarts a stopped one. Its output
+// goes to its log file, written by containerd's shim.
+func (r *Containerd) Start(ctx context.Context, ref Ref) error {
+	ctr, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return err
+	}
+	path := r.logPath(ref)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("isolation: log dir: %w", err)
+	}
+	task, err := ctr.NewTask(nctx, cio.LogFile(path))
+	if errdefs.IsAlreadyExists(err) {
+		// A task exists: restart it if it has exited.
+		ts, serr := r.taskState(nctx, ref.ID)
+		if serr != nil {
+			return serr
+		}
+		if ts.status != tasktypes.Status_STOPPED {
+			return fmt.Errorf("%w: container %s is %s, not created or stopped", ErrState, ref, strings.ToLower(ts.status.String()))
+		}
+		if err := r.deleteTask(nctx, ref.ID); err != nil {
+			return mapErr(err, "remove the old task of %s", ref)
+		}
+		if err := ctr.Update(nctx, withoutLabels(labelStop, labelOOM)); err != nil {
+			return mapErr(err, "reset labels of %s", ref)
+		}
+		task, err = ctr.NewTask(nctx, cio.LogFile(path))
+	}
+	if err != nil {
+		return mapErr(err, "create task of %s", ref)
+	}
+	if err := task.Start(nctx); err != nil {
+		if derr := r.deleteTask(context.WithoutCancel(nctx), ref.ID); derr != nil {
+			r.log.Warn("remove failed task", "container", ref.String(), "err", derr)
+		}
+		return mapErr(err, "start %s", ref)
+	}
+	r.log.Info("container started", "container", ref.String(), "pid", task.Pid())
+	return nil
+}
+
+// Signal sends sig to the container's main process.
+func (r *Containerd) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error {
+	_, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return err
+	}
+	return r.kill(nctx, ref, sig, false)
+}
+
+func (r *Containerd) kill(ctx context.Context, ref Ref, sig syscall.Signal, all bool) error {
+	_, err := r.client.TaskService().Kill(ctx, &tasks.KillRequest{ContainerID: ref.ID, Signal: uint32(sig), All: all})
+	return taskErr(errgrpc.ToNative(err), ref)
+}
+
+func taskErr(err error, ref Ref) error {
+	if err == nil {
+		return nil
+	}
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("%w: container %s is not running (never started or already exited): %w", ErrState, ref, err)
+	}
+	return mapErr(err, "task of %s", ref)
+}
+
+// Stop sends the container's stop signal, waits up to its grace period,
+// then kills every process of the container. It records which of the two
+// ended it in the container's labels, so Wait (here or in a later
+// Runtime) reports ReasonStopped or ReasonKilled. If ctx ends first, Stop
+// returns ctx's error and the container keeps its state.
+func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
+	ctr, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	ts, err := r.taskState(nctx, ref.ID)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	if !ts.exists {
+		return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
+	}
+	if ts.status == tasktypes.Status_STOPPED {
+		return r.Wait(ctx, ref)
+	}
+	labels, err := ctr.Labels(nctx)
+	if err != nil {
+		return ExitStatus{}, mapErr(err, "labels of %s", ref)
+	}
+	sig, grace := stopSettings(labels)
+	exited := make(chan waitResult, 1)
+	wctx, cancel := context.WithCancel(nctx)
+	defer cancel()
+	go func() { // ends with wctx at the latest
+		code, at, err := r.waitExit(wctx, ref)
+		exited <- waitResult{code, at, err} // buffered: never blocks
+	}()
+	if _, err := ctr.SetLabels(nctx, map[string]string{labelStop: "requested"}); err != nil {
+		return ExitStatus{}, mapErr(err, "label %s", ref)
+	}
+	r.log.Info("stopping container", "container", ref.String(), "signal", sig.String(), "grace", grace.String())
+	if err := r.kill(nctx, ref, sig, false); err != nil && !errors.Is(err, ErrState) {
+		return ExitStatus{}, err
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	var res waitResult
+	select {
+	case res = <-exited:
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	case <-timer.C:
+		r.log.Warn("grace period over, killing container", "container", ref.String(), "grace", grace.String())
+		if _, err := ctr.SetLabels(nctx, map[string]string{labelStop: "killed"}); err != nil {
+			return ExitStatus{}, mapErr(err, "label %s", ref)
+		}
+		if err := r.kill(nctx, ref, syscall.SIGKILL, true); err != nil && !errors.Is(err, ErrState) {
+			return ExitStatus{}, err
+		}
+		select {
+		case res = <-exited:
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		}
+	}
+	if res.err != nil {
+		return ExitStatus{}, res.err
+	}
+	return r.exitStatus(nctx, ctr, ref, res.code, res.at)
+}
+
+type waitResult struct {
+	code uint32
+	at   time.Time
+	err  error
+}
+
+// waitExit blocks in containerd until the task exits.
+func (r *Containerd) waitExit(ctx context.Context, ref Ref) (uint32, time.Time, error) {
+	resp, err := r.client.TaskService().Wait(ctx, &tasks.WaitRequest{ContainerID: ref.ID})
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, time.Time{}, ctx.Err()
+		}
+		return 0, time.Time{}, taskErr(errgrpc.ToNative(err), ref)
+	}
+	var at time.Time
+	if resp.GetExitedAt() != nil {
+		at = resp.GetExitedAt().AsTime()
+	}
+	return resp.GetExitStatus(), at, nil
+}
+
+func stopSettings(labels map[string]string) (syscall.Signal, time.Duration) {
+	sig, grace := DefaultStopSignal, DefaultStopGrace
+	if n, err := strconv.Atoi(labels[labelStopSignal]); err == nil && n > 0 {
+		sig = syscall.Signal(n)
+	}
+	if d, err := time.ParseDuration(labels[labelStopGrace]); err == nil && d > 0 {
+		grace = d
+	}
+	return sig, grace
+}
+
+// Wait blocks until the container's process exits and says how. It
+// returns at once for a container that already exited.
+func (r *Containerd) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
+	ctr, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	code, at, err := r.waitExit(nctx, ref)
+	if err != nil {
+		if errors.Is(err, ErrState) {
+			return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
+		}
+		return ExitStatus{}, err
+	}
+	return r.exitStatus(nctx, ctr, ref, code, at)
+}
+
+// exitStatus reads the labels as they are after the exit and derives the reason.
+func (r *Containerd) exitStatus(ctx context.Context, ctr containerd.Container, ref Ref, code uint32, at time.Time) (ExitStatus, error) {
+	labels, err := ctr.Labels(ctx)
+	if err != nil {
+		return ExitStatus{}, mapErr(err, "labels of %s", ref)
+	}
+	return r.reason(ctx, ctr, labels, code, at), nil
+}
+
+// reason derives why the process ended from the labels Stop wrote and,
+// for a SIGKILL death of a container with a memory limit, from its memory
+// cgroup's OOM-kill counter, which the shim reports until the task is
+// deleted. A seen OOM kill is written to the labels, so it is reported
+// the same way later.
+func (r *Containerd) reason(ctx context.Context, ctr containerd.Container, labels map[string]string, code uint32, at time.Time) ExitStatus {
+	es := ExitStatus{Code: int(code), ExitedAt: at, Reason: ReasonExited}
+	oom := labels[labelOOM] == "true"
+	if !oom && code == 128+uint32(syscall.SIGKILL) && labels[labelMemory] != "" {
+		if oom = r.oomKilled(ctx, ctr.ID()); oom {
+			if _, err := ctr.SetLabels(ctx, map[string]string{labelOOM: "true"}); err != nil {
+				r.log.Warn("record OOM kill", "container", ctr.ID(), "err", err)
+			}
+		}
+	}
+	switch {
+	case oom:
+		es.Reason, es.OOMKilled = ReasonOOMKilled, true
+	case labels[labelStop] == "killed":
+		es.Reason = ReasonKilled
+	case labels[labelStop] == "requested":
+		es.Reason = ReasonStopped
+	}
+	return es
+}
+
+// oomKilled reads the OOM-kill counter of the task's memory cgroup
+// (memory.oom_control on cgroup v1, memory.events on v2).
+func (r *Containerd) oomKilled(ctx context.Context, id string) bool {
+	resp, err := r.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + id}})
+	if err != nil {
+		return false
+	}
+	for _, m := range resp.GetMetrics() {
+		if m.GetID() != id || m.GetData() == nil {
+			continue
+		}
+		v, err := typeurl.UnmarshalAny(m.GetData())
+		if err != nil {
+			continue
+		}
+		switch t := v.(type) {
+		case *cgroup1stats.Metrics:
+			return t.GetMemoryOomControl().GetOomKill() > 0
+		case *cgroup2stats.Metrics:
+			return t.GetMemoryEvents().GetOomKill() > 0
+		}
+	}
+	return false
+}
+
+// Delete removes a container that is not running, its snapshot and its logs.
+func (r *Containerd) Delete(ctx context.Context, ref Ref) error {
+	ctr, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return err
+	}
+	ts, err := r.taskState(nctx, ref.ID)
+	if err != nil {
+		return err
+	}
+	if ts.exists {
+		if ts.status != tasktypes.Status_STOPPED && ts.status != tasktypes.Status_CREATED {
+			return fmt.Errorf("%w: container %s is %s: stop it before deleting", ErrState, ref, strings.ToLower(ts.status.String()))
+		}
+		if err := r.deleteTask(nctx, ref.ID); err != nil {
+			return mapErr(err, "delete task of %s", ref)
+		}
+	}
+	c, err := ctr.Info(nctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return mapErr(err, "container %s", ref)
+	}
+	if err := r.client.ContainerService().Delete(nctx, ref.ID); err != nil {
+		return mapErr(err, "delete %s", ref)
+	}
+	if c.SnapshotKey != "" {
+		if err := r.client.SnapshotService(c.Snapshotter).Remove(nctx, c.SnapshotKey); err != nil && !errdefs.IsNotFound(err) {
+			r.log.Warn("remove snapshot; containerd's garbage collector will", "container", ref.String(), "err", err)
+		}
+	}
+	if err := removeLogs(r.logPath(ref)); err != nil {
+		r.log.Warn("remove logs", "container", ref.String(), "err", err)
+	}
+	r.log.Info("container deleted", "container", ref.String())
+	return nil
+}
+
+// Inspect describes one container.
+func (r *Containerd) Inspect(ctx context.Context, ref Ref) (Info, error) {
+	ctr, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return Info{}, err
+	}
+	return r.info(nctx, ref, ctr)
+}
+
+func (r *Containerd) info(ctx context.Context, ref Ref, ctr containerd.Container) (Info, error) {
+	c, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return Info{}, mapErr(err, "container %s", ref)
+	}
+	l := c.Labels
+	sig, grace := stopSettings(l)
+	info := Info{
+		Ref: ref, Workload: l[LabelWorkload], Kind: l[LabelKind], Image: l[LabelImage],
+		GPUs: splitList(l[LabelGPUs]), Devices: splitList(l[labelDevices]),
+		Labels: l, State: StateCreated, CreatedAt: c.CreatedAt,
+		StopSignal: sig, StopGrace: grace, LogPath: r.logPath(ref),
+	}
+	ts, err := r.taskState(ctx, ref.ID)
+	if err != nil || !ts.exists {
+		return info, err
+	}
+	info.PID = int(ts.pid)
+	switch ts.status {
+	case tasktypes.Status_RUNNING:
+		info.State = StateRunning
+	case tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
+		info.State = StatePaused
+	case tasktypes.Status_CREATED:
+		info.State = StateCreated
+	case tasktypes.Status_STOPPED:
+		info.State = StateStopped
+		es := r.reason(ctx, ctr, l, ts.exitCode, ts.exitedAt)
+		info.Exit = &es
+	default:
+		info.State = StateUnknown
+	}
+	return info, nil
+}
+
+// List describes the SDK's containers that match filter, tenant by tenant.
+func (r *Containerd) List(ctx context.Context, filter Filter) ([]Info, error) {
+	if err := r.closed(); err != nil {
+		return nil, err
+	}
+	tenants, err := r.tenants(ctx, filter.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	var out []Info
+	for _, tenant := range tenants {
+		nctx := namespaces.WithNamespace(ctx, Namespace(tenant))
+		ctrs, err := r.client.Containers(nctx, `labels."`+LabelManaged+`"==true`)
+		if err != nil {
+			return nil, mapErr(err, "list containers of tenant %q", tenant)
+		}
+		for _, ctr := range ctrs {
+			c, err := ctr.Info(nctx, containerd.WithoutRefreshedMetadata)
+			if err != nil || !filter.match(tenant, c.Labels) {
+				continue
+			}
+			info, err := r.info(nctx, Ref{Tenant: tenant, ID: ctr.ID()}, ctr)
+			if errdefs.IsNotFound(err) || errors.Is(err, ErrNotFound) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, info)
+		}
+	}
+	return out, nil
+}
+
+// tenants lists the tenants with a namespace, or checks the one asked for.
+func (r *Containerd) tenants(ctx context.Context, only string) ([]string, error) {
+	if only != "" {
+		if err := ValidateTenant(only); err != nil {
+			return nil, err
+		}
+	}
+	nss, err := r.client.NamespaceService().List(ctx)
+	if err != nil {
+		return nil, mapErr(err, "list namespaces")
+	}
+	var out []string
+	for _, ns := range nss {
+		tenant, ok := strings.CutPrefix(ns, NamespacePrefix)
+		if !ok || (only != "" && tenant != only) {
+			continue
+		}
+		out = append(out, tenant)
+	}
+	return out, nil
+}
+
+// Logs reads the container's output: the newest bytes, at most the log cap.
+func (r *Containerd) Logs(ctx context.Context, ref Ref) (io.ReadCloser, error) {
+	if _, _, err := r.load(ctx, ref); err != nil {
+		return nil, err
+	}
+	path := r.logPath(ref)
+	if err := rotateLog(path, r.opts.logCap); err != nil {
+		r.log.Warn("cap log", "path", path, "err", err)
+	}
+	return openLogs(path)
+}
+
+// keepLogs enforces the log cap on every log file under the log dir until Close.
+func (r *Containerd) keepLogs() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.opts.logEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		paths, _ := filepath.Glob(filepath.Join(r.opts.logDir, NamespacePrefix+"*", "*.log"))
+		for _, p := range paths {
+			if err := rotateLog(p, r.opts.logCap); err != nil {
+				r.log.Warn("cap log", "path", p, "err", err)
+			}
+		}
+	}
+}
+
+// Recover finds the containers earlier instances created and reports each
+// once, whatever its state: running ones keep running and their output
+// keeps going to their log file (the shim writes it), stopped ones keep
+// their exit status until Delete. It also removes what an interrupted
+// Create or Delete left: snapshots held only by a create lease older than
+// a minute, and log files of containers that no longer exist.
+func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
+	if err := r.closed(); err != nil {
+		return nil, err
+	}
+	tenants, err := r.tenants(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, tenant := range tenants {
+		nctx := namespaces.WithNamespace(ctx, Namespace(tenant))
+		ls := r.client.LeasesService()
+		stale, err := ls.List(nctx, `labels."`+leaseLabel+`"`)
+		if err != nil {
+			errs = append(errs, mapErr(err, "list leases of tenant %q", tenant))
+			continue
+		}
+		for _, l := range stale {
+			if time.Since(l.CreatedAt) < r.staleLease {
+				continue // a Create may still be running
+			}
+			if err := ls.Delete(nctx, l, leases.SynchronousDelete); err != nil {
+				errs = append(errs, mapErr(err, "remove lease %s", l.ID))
+			} else {
+				r.log.Info("removed the lease of an interrupted create", "tenant", tenant, "container", l.Labels[leaseLabel])
+			}
+		}
+	}
+	infos, err := r.List(ctx, Filter{})
+	if err != nil {
+		return nil, errors.Join(append(errs, err)...)
+	}
+	known := map[string]bool{}
+	for _, i := range infos {
+		known[r.logPath(i.Ref)] = true
+	}
+	paths, _ := filepath.Glob(filepath.Join(r.opts.logDir, NamespacePrefix+"*", "*.log"))
+	for _, p := range paths {
+		if !known[p] {
+			if err := removeLogs(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	running := 0
+	for _, i := range infos {
+		if i.State == StateRunning {
+			running++
+		}
+	}
+	r.log.Info("recovered containers", "total", len(infos), "running", running)
+	return infos, errors.Join(errs...)
+}
+
+// Import reads an OCI image layout or docker-save tar into the tenant's
+// namespace and unpacks it. An import that fails leaves no new namespace.
+func (r *Containerd) Import(ctx context.Context, tenant string, rd io.Reader) ([]string, error) {
+	nctx, err := r.nsContext(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	existed := r.namespaceExists(ctx, Namespace(tenant))
+	imgs, err := r.client.Import(nctx, rd)
+	if err == nil && len(imgs) == 0 {
+		err = fmt.Errorf("%w: the tar names no image: tag it (annotation %s)", ErrInvalid, "io.containerd.image.name")
+	}
+	if err != nil {
+		r.dropNamespace(ctx, tenant, existed)
+		return nil, mapErr(err, "import image for tenant %q", tenant)
+	}
+	names := make([]string, 0, len(imgs))
+	for _, i := range imgs {
+		img := containerd.NewImage(r.client, i)
+		if err := img.Unpack(nctx, r.opts.snapshotter); err != nil {
+			return nil, mapErr(err, "unpack %s", i.Name)
+		}
+		names = append(names, i.Name)
+	}
+	r.log.Info("images imported", "tenant", tenant, "images", names)
+	return names, nil
+}
+
+// Pull fetches ref into the tenant's namespace and unpacks it. A failed
+// pull (unknown image, bad credentials) leaves no new namespace.
+func (r *Containerd) Pull(ctx context.Context, tenant, ref string, opts PullOptions) error {
+	nctx, err := r.nsContext(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	if ref == "" {
+		return fmt.Errorf("%w: image reference is empty", ErrInvalid)
+	}
+	regOpts := []docker.RegistryOpt{}
+	if opts.Username != "" || opts.Secret != "" {
+		user, secret := opts.Username, opts.Secret
+		regOpts = append(regOpts, docker.WithAuthorizer(docker.NewDockerAuthorizer(
+			docker.WithAuthCreds(func(string) (string, string, error) { return user, secret, nil }))))
+	}
+	if opts.PlainHTTP {
+		regOpts = append(regOpts, docker.WithPlainHTTP(docker.MatchAllHosts))
+	}
+	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(regOpts...)})
+	existed := r.namespaceExists(ctx, Namespace(tenant))
+	img, err := r.client.Pull(nctx, ref, containerd.WithResolver(resolver), containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(r.opts.snapshotter))
+	if err != nil {
+		r.dropNamespace(ctx, tenant, existed)
+		var status remoteerrors.ErrUnexpectedStatus
+		if errors.As(err, &status) && (status.StatusCode == 401 || status.StatusCode == 403) {
+			return fmt.Errorf("%w: pull %q for tenant %q: the registry refused the credentials (%s): %w",
+				ErrPermission, ref, tenant, status.Status, err)
+		}
+		return mapErr(err, "pull %q for tenant %q", ref, tenant)
+	}
+	r.log.Info("image pulled", "tenant", tenant, "image", img.Name())
+	return nil
+}
+
+func (r *Containerd) namespaceExists(ctx context.Context, ns string) bool {
+	nss, err := r.client.NamespaceService().List(ctx)
+	if err != nil {
+		return true // unknown: never delete
+	}
+	for _, n := range nss {
+		if n == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// dropNamespace removes a namespace a failed call created. containerd
+// refuses to delete a namespace that holds anything, so a concurrent user
+// of the tenant is safe.
+func (r *Containerd) dropNamespace(ctx context.Context, tenant string, existed bool) {
+	if existed {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	ns := Namespace(tenant)
+	// The lease of a failed pull or import may still be going away.
+	for i := 0; i < 10; i++ {
+		err := r.client.NamespaceService().Delete(ctx, ns)
+		if err == nil || errdefs.IsNotFound(err) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.log.Warn("could not remove the namespace a failed call created", "namespace", ns)
+}

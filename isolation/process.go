@@ -1,0 +1,396 @@
+package isolation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Process runs each "container" as a plain child process of the SDK, for
+// development machines without containerd. IT ISOLATES NOTHING: the
+// process runs as the SDK's user, sees every GPU, every file and the host
+// network, and no limit is enforced. It says so in a warning when it is
+// made and again for every spec it cannot honour.
+//
+// What it does honour: Args (Args[0] is a host executable, looked up in a
+// PATH of /usr/local/bin:/usr/bin:/bin unless Env sets PATH), Env (the
+// process gets only these variables, plus CUDA_VISIBLE_DEVICES and
+// NVIDIA_VISIBLE_DEVICES naming the spec's GPU UUIDs, so CUDA programs use
+// only their GPUs by convention), WorkingDir, stop signal and grace, labels,
+// tenants (as a name only) and capped logs. Image is recorded, not used.
+// Processes do not outlive the SDK: Close kills those still running, and
+// there is nothing to recover.
+type Process struct {
+	opts options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	procs  map[Ref]*proc
+	closed bool
+	wg     sync.WaitGroup // one per running process's waiter
+}
+
+var _ Runtime = (*Process)(nil)
+
+type proc struct {
+	spec    Spec // defaulted
+	created time.Time
+	logPath string
+
+	// Set by Start; exit and stop under Process.mu; done closed at exit.
+	cmd  *exec.Cmd
+	logw *cappedLog
+	done chan struct{}
+	exit *ExitStatus
+	stop string
+}
+
+// NewProcess makes the non-isolating runtime and warns that it isolates nothing.
+func NewProcess(opts ...Option) (*Process, error) {
+	o := buildOptions(opts)
+	if err := os.MkdirAll(o.logDir, 0o750); err != nil {
+		return nil, fmt.Errorf("isolation: log dir: %w", err)
+	}
+	o.logger.Warn("process runtime: NOTHING IS ISOLATED; workloads run as host processes of this user, " +
+		"see every GPU, file and network, and no limit is enforced; use it on development machines only")
+	return &Process{opts: o, log: o.logger, procs: map[Ref]*proc{}}, nil
+}
+
+// Create validates spec and records it; nothing runs until Start.
+func (p *Process) Create(ctx context.Context, spec Spec) (Info, error) {
+	errs := []error{spec.Validate()}
+	s := spec.withDefaults()
+	if len(s.Args) == 0 {
+		errs = append(errs, fmt.Errorf("%w: spec.Args is empty: the process runtime runs Args[0] on the host", ErrInvalid))
+	} else if _, err := p.lookPath(s); err != nil {
+		errs = append(errs, fmt.Errorf("%w: spec.Args[0] %q: %v", ErrNotFound, s.Args[0], err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Info{}, err
+	}
+	ref := Ref{Tenant: s.Tenant, ID: s.ID}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return Info{}, fmt.Errorf("%w: runtime closed", ErrUnavailable)
+	}
+	if _, ok := p.procs[ref]; ok {
+		return Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID", ErrExists, ref)
+	}
+	var ignored []string
+	if s.User != DefaultUser {
+		ignored = append(ignored, "user")
+	}
+	if s.Limits != (Limits{}) {
+		ignored = append(ignored, "limits")
+	}
+	if len(s.Mounts) > 0 {
+		ignored = append(ignored, "mounts (the process sees host paths)")
+	}
+	if s.Network == NetworkNone {
+		ignored = append(ignored, "network none (the process has the host network)")
+	}
+	p.log.Warn("process runtime: not isolated", "container", ref.String(), "ignored", strings.Join(ignored, ", "))
+	pr := &proc{spec: s, created: p.opts.clock.Now(), logPath: filepath.Join(p.opts.logDir, Namespace(s.Tenant), s.ID+".log")}
+	p.procs[ref] = pr
+	return p.infoLocked(ref, pr), nil
+}
+
+func (p *Process) lookPath(s Spec) (string, error) {
+	name := s.Args[0]
+	if strings.Contains(name, "/") {
+		st, err := os.Stat(name)
+		if err != nil {
+			return "", err
+		}
+		if st.IsDir() || st.Mode()&0o111 == 0 {
+			return "", errors.New("not an executable file")
+		}
+		return name, nil
+	}
+	path := "/usr/local/bin:/usr/bin:/bin"
+	for _, e := range s.Env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		c := filepath.Join(dir, name)
+		if st, err := os.Stat(c); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("not found in PATH %s", path)
+}
+
+func (p *Process) get(ref Ref) (*proc, error) {
+	if p.closed {
+		return nil, fmt.Errorf("%w: runtime closed", ErrUnavailable)
+	}
+	pr, ok := p.procs[ref]
+	if !ok {
+		return nil, fmt.Errorf("%w: container %s", ErrNotFound, ref)
+	}
+	return pr, nil
+}
+
+// Start runs the process, or runs it again once it has exited.
+func (p *Process) Start(ctx context.Context, ref Ref) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, err := p.get(ref)
+	if err != nil {
+		return err
+	}
+	if pr.done != nil && pr.exit == nil {
+		return fmt.Errorf("%w: container %s is running", ErrState, ref)
+	}
+	bin, err := p.lookPath(pr.spec)
+	if err != nil {
+		return fmt.Errorf("%w: spec.Args[0] %q: %v", ErrNotFound, pr.spec.Args[0], err)
+	}
+	if err := os.MkdirAll(filepath.Dir(pr.logPath), 0o750); err != nil {
+		return fmt.Errorf("isolation: log dir: %w", err)
+	}
+	logw, err := newCappedLog(pr.logPath, p.opts.logCap)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, pr.spec.Args[1:]...)
+	cmd.Env = processEnv(pr.spec)
+	cmd.Dir = pr.spec.WorkingDir
+	cmd.Stdout, cmd.Stderr = logw, logw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Stop signals the whole group
+	cmd.WaitDelay = 2 * time.Second                       // a leftover child holding stdout must not block the exit
+	if err := cmd.Start(); err != nil {
+		_ = logw.Close()
+		return fmt.Errorf("isolation: start %s: %w", ref, err)
+	}
+	pr.cmd, pr.logw, pr.done, pr.exit, pr.stop = cmd, logw, make(chan struct{}), nil, ""
+	p.wg.Add(1)
+	go p.reap(pr) // ends when the process exits
+	p.log.Info("process started", "container", ref.String(), "pid", cmd.Process.Pid)
+	return nil
+}
+
+func processEnv(s Spec) []string {
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	var uuids []string
+	for _, g := range s.GPUs {
+		if g.UUID != "" {
+			uuids = append(uuids, g.UUID)
+		}
+	}
+	visible := strings.Join(uuids, ",")
+	if visible == "" {
+		visible = "void"
+	}
+	env = append(env, "CUDA_VISIBLE_DEVICES="+visible, "NVIDIA_VISIBLE_DEVICES="+visible)
+	return append(env, s.Env...) // later entries win
+}
+
+func (p *Process) reap(pr *proc) {
+	defer p.wg.Done()
+	err := pr.cmd.Wait()
+	code := 0
+	if pr.cmd.ProcessState != nil {
+		code = pr.cmd.ProcessState.ExitCode()
+		if ws, ok := pr.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	} else if err != nil {
+		code = -1
+	}
+	_ = pr.logw.Close()
+	p.mu.Lock()
+	es := ExitStatus{Code: code, Reason: ReasonExited, ExitedAt: p.opts.clock.Now()}
+	switch pr.stop {
+	case "killed":
+		es.Reason = ReasonKilled
+	case "requested":
+		es.Reason = ReasonStopped
+	}
+	pr.exit = &es
+	close(pr.done)
+	p.mu.Unlock()
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, err := p.get(ref)
+	if err != nil {
+		return err
+	}
+	if pr.done == nil || pr.exit != nil {
+		return fmt.Errorf("%w: container %s is not running", ErrState, ref)
+	}
+	return pr.cmd.Process.Signal(sig)
+}
+
+// Stop signals the process group, waits the grace, then kills the group.
+func (p *Process) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
+	p.mu.Lock()
+	pr, err := p.get(ref)
+	if err != nil {
+		p.mu.Unlock()
+		return ExitStatus{}, err
+	}
+	if pr.done == nil {
+		p.mu.Unlock()
+		return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
+	}
+	done, pid := pr.done, pr.cmd.Process.Pid
+	if pr.exit == nil {
+		pr.stop = "requested"
+		_ = syscall.Kill(-pid, pr.spec.StopSignal)
+	}
+	p.mu.Unlock()
+	timer := time.NewTimer(pr.spec.StopGrace)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	case <-timer.C:
+		p.mu.Lock()
+		if pr.exit == nil {
+			pr.stop = "killed"
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+		p.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ExitStatus{}, ctx.Err()
+		}
+	}
+	return p.Wait(ctx, ref)
+}
+
+// Wait blocks until the process exits.
+func (p *Process) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
+	p.mu.Lock()
+	pr, err := p.get(ref)
+	if err == nil && pr.done == nil {
+		err = fmt.Errorf("%w: container %s was never started", ErrState, ref)
+	}
+	p.mu.Unlock()
+	if err != nil {
+		return ExitStatus{}, err
+	}
+	select {
+	case <-pr.done:
+	case <-ctx.Done():
+		return ExitStatus{}, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return *pr.exit, nil
+}
+
+// Delete forgets a process that is not running and removes its logs.
+func (p *Process) Delete(ctx context.Context, ref Ref) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, err := p.get(ref)
+	if err != nil {
+		return err
+	}
+	if pr.done != nil && pr.exit == nil {
+		return fmt.Errorf("%w: container %s is running: stop it before deleting", ErrState, ref)
+	}
+	delete(p.procs, ref)
+	return removeLogs(pr.logPath)
+}
+
+// Inspect describes one process.
+func (p *Process) Inspect(ctx context.Context, ref Ref) (Info, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, err := p.get(ref)
+	if err != nil {
+		return Info{}, err
+	}
+	return p.infoLocked(ref, pr), nil
+}
+
+func (p *Process) infoLocked(ref Ref, pr *proc) Info {
+	s := pr.spec
+	l := s.labels()
+	info := Info{
+		Ref: ref, Workload: s.Workload, Kind: s.Kind, Image: s.Image,
+		GPUs: splitList(l[LabelGPUs]), Devices: s.devices(), Labels: l,
+		State: StateCreated, CreatedAt: pr.created, StopSignal: s.StopSignal, StopGrace: s.StopGrace,
+		LogPath: pr.logPath,
+	}
+	switch {
+	case pr.exit != nil:
+		info.State = StateStopped
+		es := *pr.exit
+		info.Exit = &es
+		info.PID = pr.cmd.Process.Pid
+	case pr.done != nil:
+		info.State = StateRunning
+		info.PID = pr.cmd.Process.Pid
+	}
+	return info
+}
+
+// List describes the processes that match filter.
+func (p *Process) List(ctx context.Context, filter Filter) ([]Info, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("%w: runtime closed", ErrUnavailable)
+	}
+	var out []Info
+	for ref, pr := range p.procs {
+		if filter.match(ref.Tenant, pr.spec.labels()) {
+			out = append(out, p.infoLocked(ref, pr))
+		}
+	}
+	return out, nil
+}
+
+// Logs reads the process's output, at most the log cap.
+func (p *Process) Logs(ctx context.Context, ref Ref) (io.ReadCloser, error) {
+	p.mu.Lock()
+	pr, err := p.get(ref)
+	p.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return openLogs(pr.logPath)
+}
+
+// Close kills the processes still running (they cannot be recovered) and
+// waits for them. It is idempotent.
+func (p *Process) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for ref, pr := range p.procs {
+		if pr.done != nil && pr.exit == nil {
+			p.log.Warn("process runtime closing: killing a running process", "container", ref.String())
+			pr.stop = "killed"
+			_ = syscall.Kill(-pr.cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	return nil
+}

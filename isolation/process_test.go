@@ -1,0 +1,161 @@
+package isolation_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gpufarm/gpufarm/isolation"
+)
+
+func newProcess(t *testing.T, opts ...isolation.Option) (*isolation.Process, *syncWriter) {
+	t.Helper()
+	logw := &syncWriter{w: &bytes.Buffer{}}
+	opts = append([]isolation.Option{
+		isolation.WithLogDir(filepath.Join(t.TempDir(), "logs")),
+		isolation.WithLogger(slog.New(slog.NewTextHandler(logw, nil))),
+	}, opts...)
+	p, err := isolation.NewProcess(opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p, logw
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.(*bytes.Buffer).String()
+}
+
+func shSpec(id, script string) isolation.Spec {
+	return isolation.Spec{ID: id, Tenant: "dev", Image: "unused", Args: []string{"/bin/sh", "-c", script}}
+}
+
+func procOutput(t *testing.T, rt isolation.Runtime, ref isolation.Ref) string {
+	t.Helper()
+	rc, err := rt.Logs(context.Background(), ref)
+	require.NoError(t, err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestProcessSaysItIsolatesNothing(t *testing.T) {
+	p, logw := newProcess(t)
+	assert.Contains(t, logw.String(), "NOTHING IS ISOLATED")
+	_, err := p.Create(context.Background(), isolation.Spec{ID: "x", Tenant: "dev", Image: "unused", Args: []string{"/bin/true"},
+		Limits: isolation.Limits{MemoryBytes: 1 << 30}})
+	require.NoError(t, err)
+	assert.Contains(t, logw.String(), "limits", "names what it ignores")
+	assert.Contains(t, logw.String(), "network none")
+}
+
+func TestProcessLifecycle(t *testing.T) {
+	t.Setenv("GPUFARM_SECRET_OF_THE_SDK", "leak")
+	p, _ := newProcess(t)
+	ctx := context.Background()
+	s := shSpec("job", `echo "gpus=$CUDA_VISIBLE_DEVICES secret=$GPUFARM_SECRET_OF_THE_SDK a=$A"; exit 3`)
+	s.Env = []string{"A=1"}
+	s.GPUs = []isolation.GPU{isolation.GPUFor(simulatedGPUs[1])}
+	info, err := p.Create(ctx, s)
+	require.NoError(t, err)
+	assert.Equal(t, isolation.StateCreated, info.State)
+	_, err = p.Wait(ctx, info.Ref)
+	assert.ErrorIs(t, err, isolation.ErrState)
+
+	require.NoError(t, p.Start(ctx, info.Ref))
+	es, err := p.Wait(ctx, info.Ref)
+	require.NoError(t, err)
+	assert.Equal(t, 3, es.Code)
+	assert.Equal(t, isolation.ReasonExited, es.Reason)
+	assert.Equal(t, "gpus="+simulatedGPUs[1].UUID+" secret= a=1\n", procOutput(t, p, info.Ref),
+		"only its GPUs by convention, and none of the SDK's environment")
+
+	got, err := p.Inspect(ctx, info.Ref)
+	require.NoError(t, err)
+	assert.Equal(t, isolation.StateStopped, got.State)
+	require.NotNil(t, got.Exit)
+	assert.Equal(t, 3, got.Exit.Code)
+
+	_, err = p.Create(ctx, s)
+	assert.ErrorIs(t, err, isolation.ErrExists)
+	require.NoError(t, p.Delete(ctx, info.Ref))
+	_, err = p.Inspect(ctx, info.Ref)
+	assert.ErrorIs(t, err, isolation.ErrNotFound)
+}
+
+func TestProcessStop(t *testing.T) {
+	p, _ := newProcess(t)
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		script string
+		code   int
+		reason isolation.Reason
+	}{
+		{"exits on the signal", `trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.05; done`, 0, isolation.ReasonStopped},
+		{"ignores the signal", `trap '' TERM; echo ready; while :; do sleep 0.05; done`, 128 + int(syscall.SIGKILL), isolation.ReasonKilled},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := shSpec("stop-"+string(rune('a'+i)), tc.script)
+			s.StopGrace = 500 * time.Millisecond
+			info, err := p.Create(ctx, s)
+			require.NoError(t, err)
+			require.NoError(t, p.Start(ctx, info.Ref))
+			require.Eventually(t, func() bool { return strings.Contains(procOutput(t, p, info.Ref), "ready") }, 5*time.Second, 10*time.Millisecond)
+			assert.ErrorIs(t, p.Delete(ctx, info.Ref), isolation.ErrState, "running")
+			es, err := p.Stop(ctx, info.Ref)
+			require.NoError(t, err)
+			assert.Equal(t, tc.code, es.Code)
+			assert.Equal(t, tc.reason, es.Reason)
+		})
+	}
+}
+
+func TestProcessBadInput(t *testing.T) {
+	p, _ := newProcess(t)
+	_, err := p.Create(context.Background(), isolation.Spec{ID: "x", Tenant: "dev", Image: "unused", Limits: isolation.Limits{Pids: -1}})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, isolation.ErrInvalid)
+	assert.Contains(t, err.Error(), "Args is empty")
+	assert.Contains(t, err.Error(), "Pids is -1")
+	_, err = p.Create(context.Background(), isolation.Spec{ID: "y", Tenant: "dev", Image: "unused", Args: []string{"no-such-binary-gpufarm"}})
+	assert.ErrorIs(t, err, isolation.ErrNotFound)
+	list, err := p.List(context.Background(), isolation.Filter{})
+	require.NoError(t, err)
+	assert.Empty(t, list, "nothing created")
+}
+
+func TestProcessLogsCappedAndCloseKills(t *testing.T) {
+	const capBytes = 8 << 10
+	p, _ := newProcess(t, isolation.WithLogCapBytes(capBytes))
+	ctx := context.Background()
+	info, err := p.Create(ctx, shSpec("chatty", `i=0; while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done; echo done; sleep 60`))
+	require.NoError(t, err)
+	require.NoError(t, p.Start(ctx, info.Ref))
+	require.Eventually(t, func() bool { return strings.Contains(procOutput(t, p, info.Ref), "done") }, 10*time.Second, 10*time.Millisecond)
+	out := procOutput(t, p, info.Ref)
+	assert.LessOrEqual(t, len(out), capBytes)
+	assert.True(t, strings.HasSuffix(out, "line 2999\ndone\n"), "keeps the newest")
+
+	list, err := p.List(ctx, isolation.Filter{Tenant: "dev"})
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, isolation.StateRunning, list[0].State)
+
+	require.NoError(t, p.Close(), "kills what still runs")
+	require.NoError(t, p.Close())
+	_, err = p.List(ctx, isolation.Filter{})
+	assert.ErrorIs(t, err, isolation.ErrUnavailable)
+}

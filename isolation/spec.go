@@ -1,0 +1,345 @@
+package isolation
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"tags.cncf.io/container-device-interface/pkg/parser"
+
+	"github.com/gpufarm/gpufarm/gpu"
+)
+
+// Labels the runtimes put on every container. containerd keeps them, so a
+// new Runtime finds its containers again after the SDK process restarts.
+const (
+	LabelPrefix   = "io.gpufarm/"
+	LabelManaged  = LabelPrefix + "managed"  // "true": created by this SDK
+	LabelWorkload = LabelPrefix + "workload" // Spec.Workload
+	LabelKind     = LabelPrefix + "kind"     // Spec.Kind
+	LabelTenant   = LabelPrefix + "tenant"   // Spec.Tenant
+	LabelGPUs     = LabelPrefix + "gpus"     // GPU UUIDs, comma-separated
+	LabelImage    = LabelPrefix + "image"    // Spec.Image
+
+	labelDevices    = LabelPrefix + "cdi-devices"  // CDI names, comma-separated
+	labelStopSignal = LabelPrefix + "stop-signal"  // decimal signal number
+	labelStopGrace  = LabelPrefix + "stop-grace"   // Go duration
+	labelStop       = LabelPrefix + "stop"         // "requested" or "killed", set by Stop
+	labelOOM        = LabelPrefix + "oom"          // "true" once an OOM kill was seen
+	labelMemory     = LabelPrefix + "memory-bytes" // Limits.MemoryBytes, when set
+)
+
+// Defaults applied to a Spec's zero fields.
+const (
+	DefaultUser       = "65534:65534" // nobody:nogroup
+	DefaultStopSignal = syscall.SIGTERM
+	DefaultStopGrace  = 10 * time.Second
+)
+
+// Network is the container's network.
+type Network string
+
+const (
+	// NetworkNone (the default, also ""): a private network namespace with
+	// only a loopback interface.
+	NetworkNone Network = "none"
+	// NetworkHost shares the host's network namespace, /etc/hosts and
+	// /etc/resolv.conf. Miners need it to reach their pools.
+	NetworkHost Network = "host"
+)
+
+// GPU is one device given to a container.
+type GPU struct {
+	// Device is the fully qualified CDI name, e.g. "nvidia.com/gpu=GPU-8f1f...".
+	Device string
+	// UUID is the GPU's UUID, recorded in the container's labels for
+	// accounting and recovery. Empty when unknown.
+	UUID string
+}
+
+// GPUFor names a discovered device by UUID (by index when it has none) in
+// the kind nvidia-ctk and WriteSimulatedCDI both use, "nvidia.com/gpu".
+// Names by UUID survive re-enumeration; index names do not.
+func GPUFor(d gpu.Device) GPU {
+	name := d.UUID
+	if name == "" {
+		name = strconv.Itoa(d.Index)
+	}
+	return GPU{Device: parser.QualifiedName("nvidia.com", "gpu", name), UUID: d.UUID}
+}
+
+// Limits are resource limits. Zero means no limit: a zero limit is never
+// useful, so zero and "absent" are the same here.
+type Limits struct {
+	// CPUMillis is CPU time per second of wall time, in thousandths of a
+	// core (1500 = one and a half cores), enforced by CFS quota.
+	CPUMillis int64
+	// MemoryBytes is the memory limit. Exceeding it gets the container
+	// OOM-killed, which Wait reports as ReasonOOMKilled.
+	MemoryBytes int64
+	// Pids is the most processes and threads the container may have.
+	Pids int64
+}
+
+// Mount is a host directory or file bind-mounted into the container.
+type Mount struct {
+	Source   string // absolute host path; must exist
+	Target   string // absolute path in the container
+	ReadOnly bool   // datasets are read-only; a checkpoint directory is not
+}
+
+// Spec describes one container. The zero values of the optional fields
+// give the hardened defaults: user nobody, no network, no GPUs.
+type Spec struct {
+	// ID names the container within its tenant: letters, digits and
+	// single '.', '_' or '-' between them, at most 76 characters.
+	ID string
+	// Tenant owns the container. Each tenant is a containerd namespace
+	// (see Namespace): no tenant can list or touch another's containers.
+	Tenant string
+	// Workload is the workload this container runs, for labels; ID when empty.
+	Workload string
+	// Kind is the workload kind for labels ("training", "mining", ...).
+	Kind string
+	// Image is the image reference. The image must be in the tenant's
+	// namespace: import or pull it for that tenant first.
+	Image string
+	// Args follow the image entrypoint and replace its Cmd when not empty.
+	Args []string
+	// Env adds to the image's environment, "KEY=value".
+	Env []string
+	// WorkingDir overrides the image's working directory (absolute).
+	WorkingDir string
+	// User is "uid" or "uid:gid" in numbers; DefaultUser when empty. Root
+	// ("0") must be asked for explicitly.
+	User string
+	// GPUs are given to the container through CDI, and only those.
+	GPUs []GPU
+	// Limits are CPU, memory and process limits.
+	Limits Limits
+	// Mounts are bind mounts: read-only datasets, a writable checkpoint dir.
+	Mounts []Mount
+	// Network is NetworkNone (default) or NetworkHost.
+	Network Network
+	// Labels are extra container labels. Keys under LabelPrefix are reserved.
+	Labels map[string]string
+	// StopSignal is what Stop sends first; DefaultStopSignal when zero.
+	StopSignal syscall.Signal
+	// StopGrace is how long Stop waits after StopSignal before it kills;
+	// DefaultStopGrace when zero.
+	StopGrace time.Duration
+	// TmpBytes is the size of the writable tmpfs at /tmp; 64 MiB when
+	// zero. It counts against Limits.MemoryBytes.
+	TmpBytes int64
+}
+
+const defaultTmpBytes = 64 << 20
+
+// Validate reports every problem of the spec at once, each wrapping
+// ErrInvalid. It checks that mount sources exist, so it touches the host
+// filesystem, but it creates nothing.
+func (s Spec) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...)))
+	}
+	if s.ID == "" {
+		bad("spec.ID is empty: name the container")
+	} else if err := identifiers.Validate(s.ID); err != nil {
+		bad("spec.ID %q: use letters, digits and single '.', '_' or '-' between them, at most 76 characters", s.ID)
+	}
+	if s.Tenant == "" {
+		bad("spec.Tenant is empty: every container belongs to a tenant")
+	} else if err := ValidateTenant(s.Tenant); err != nil {
+		errs = append(errs, err)
+	}
+	if s.Image == "" {
+		bad("spec.Image is empty: give an image reference")
+	}
+	for i, e := range s.Env {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" || strings.ContainsRune(e, 0) {
+			bad("spec.Env[%d] %q: want KEY=value", i, e)
+		}
+	}
+	for i, a := range s.Args {
+		if strings.ContainsRune(a, 0) {
+			bad("spec.Args[%d] contains a NUL byte", i)
+		}
+	}
+	if s.WorkingDir != "" && !path.IsAbs(s.WorkingDir) {
+		bad("spec.WorkingDir %q is not absolute", s.WorkingDir)
+	}
+	if s.User != "" {
+		if _, _, err := parseUser(s.User); err != nil {
+			bad("spec.User %q: %v", s.User, err)
+		}
+	}
+	seenDev := map[string]bool{}
+	for i, g := range s.GPUs {
+		if _, _, _, err := parser.ParseQualifiedName(g.Device); err != nil {
+			bad("spec.GPUs[%d].Device %q is not a CDI device name (want vendor.com/class=name, e.g. nvidia.com/gpu=0): %v", i, g.Device, err)
+		} else if seenDev[g.Device] {
+			bad("spec.GPUs[%d].Device %q is given twice", i, g.Device)
+		}
+		seenDev[g.Device] = true
+		if strings.ContainsAny(g.UUID, ", ") {
+			bad("spec.GPUs[%d].UUID %q contains a comma or space", i, g.UUID)
+		}
+	}
+	for name, v := range map[string]int64{
+		"CPUMillis": s.Limits.CPUMillis, "MemoryBytes": s.Limits.MemoryBytes, "Pids": s.Limits.Pids,
+	} {
+		if v < 0 {
+			bad("spec.Limits.%s is %d: give 0 for no limit or a positive value", name, v)
+		}
+	}
+	if s.Limits.CPUMillis > 0 && s.Limits.CPUMillis < 10 {
+		bad("spec.Limits.CPUMillis is %d: the kernel's smallest quota is 10 (1%% of a core)", s.Limits.CPUMillis)
+	}
+	if s.TmpBytes < 0 {
+		bad("spec.TmpBytes is %d: give 0 for the default or a positive size", s.TmpBytes)
+	}
+	targets := map[string]bool{}
+	for i, m := range s.Mounts {
+		if m.Source == "" || !filepath.IsAbs(m.Source) {
+			bad("spec.Mounts[%d].Source %q is not an absolute host path", i, m.Source)
+		} else if _, err := os.Stat(m.Source); err != nil {
+			bad("spec.Mounts[%d].Source %q: %v: create it before the container", i, m.Source, errors.Unwrap(err))
+		}
+		switch t := path.Clean(m.Target); {
+		case m.Target == "" || !path.IsAbs(m.Target):
+			bad("spec.Mounts[%d].Target %q is not an absolute path", i, m.Target)
+		case t == "/" || t == "/proc" || strings.HasPrefix(t, "/proc/") || t == "/sys" || strings.HasPrefix(t, "/sys/") || t == "/dev" || strings.HasPrefix(t, "/dev/"):
+			bad("spec.Mounts[%d].Target %q would cover a system path", i, m.Target)
+		case targets[t]:
+			bad("spec.Mounts[%d].Target %q is mounted twice", i, m.Target)
+		default:
+			targets[t] = true
+		}
+	}
+	switch s.Network {
+	case "", NetworkNone, NetworkHost:
+	default:
+		bad("spec.Network %q: want %q or %q", s.Network, NetworkNone, NetworkHost)
+	}
+	keys := make([]string, 0, len(s.Labels))
+	for k := range s.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.HasPrefix(k, LabelPrefix) {
+			bad("spec.Labels %q: keys under %q are reserved", k, LabelPrefix)
+		}
+		if k == "" || len(k)+len(s.Labels[k]) > 4096 {
+			bad("spec.Labels %q: key empty or key and value longer than 4096 bytes", k)
+		}
+	}
+	if s.StopSignal < 0 || s.StopSignal > 64 {
+		bad("spec.StopSignal %d is not a signal", int(s.StopSignal))
+	}
+	if s.StopGrace < 0 {
+		bad("spec.StopGrace %v is negative: give 0 for the default", s.StopGrace)
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills the zero optional fields.
+func (s Spec) withDefaults() Spec {
+	if s.Workload == "" {
+		s.Workload = s.ID
+	}
+	if s.User == "" {
+		s.User = DefaultUser
+	}
+	if s.Network == "" {
+		s.Network = NetworkNone
+	}
+	if s.StopSignal == 0 {
+		s.StopSignal = DefaultStopSignal
+	}
+	if s.StopGrace == 0 {
+		s.StopGrace = DefaultStopGrace
+	}
+	if s.TmpBytes == 0 {
+		s.TmpBytes = defaultTmpBytes
+	}
+	return s
+}
+
+// devices lists the CDI names of the spec's GPUs.
+func (s Spec) devices() []string {
+	out := make([]string, 0, len(s.GPUs))
+	for _, g := range s.GPUs {
+		out = append(out, g.Device)
+	}
+	return out
+}
+
+// labels are the container labels of a defaulted spec.
+func (s Spec) labels() map[string]string {
+	l := make(map[string]string, len(s.Labels)+10)
+	for k, v := range s.Labels {
+		l[k] = v
+	}
+	uuids := make([]string, 0, len(s.GPUs))
+	for _, g := range s.GPUs {
+		if g.UUID != "" {
+			uuids = append(uuids, g.UUID)
+		}
+	}
+	l[LabelManaged] = "true"
+	l[LabelWorkload] = s.Workload
+	l[LabelKind] = s.Kind
+	l[LabelTenant] = s.Tenant
+	l[LabelGPUs] = strings.Join(uuids, ",")
+	l[LabelImage] = s.Image
+	l[labelDevices] = strings.Join(s.devices(), ",")
+	l[labelStopSignal] = strconv.Itoa(int(s.StopSignal))
+	l[labelStopGrace] = s.StopGrace.String()
+	if s.Limits.MemoryBytes > 0 {
+		l[labelMemory] = strconv.FormatInt(s.Limits.MemoryBytes, 10)
+	}
+	return l
+}
+
+// parseUser reads "uid" or "uid:gid"; gid defaults to uid.
+func parseUser(u string) (uid, gid uint32, err error) {
+	us, gs, hasGID := strings.Cut(u, ":")
+	parse := func(s string) (uint32, error) {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || v == 1<<32-1 {
+			return 0, fmt.Errorf("want numbers, uid or uid:gid (names need the image's /etc/passwd)")
+		}
+		return uint32(v), nil
+	}
+	if uid, err = parse(us); err != nil {
+		return 0, 0, err
+	}
+	gid = uid
+	if hasGID {
+		if gid, err = parse(gs); err != nil {
+			return 0, 0, err
+		}
+	}
+	return uid, gid, nil
+}
+
+// ValidateTenant checks that a tenant name makes a valid containerd
+// namespace, reporting ErrInvalid.
+func ValidateTenant(tenant string) error {
+	if tenant == "" || identifiers.Validate(tenant) != nil || len(NamespacePrefix+tenant) > 76 {
+		return fmt.Errorf("%w: tenant %q: use letters, digits and single '.', '_' or '-' between them, at most %d characters",
+			ErrInvalid, tenant, 76-len(NamespacePrefix))
+	}
+	return nil
+}
