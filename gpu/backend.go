@@ -111,16 +111,18 @@ type Event struct {
 	Fatal bool
 }
 
-// applicationXIDs are caused by the workload, not the device: an illegal
-// address (13), an MMU fault from user code (31), a stopped channel (43),
-// preemptive cleanup (45), a video decoder exception (68) and a context
-// switch timeout (109). The NVIDIA device plugin treats the same set as
-// harmless to the device.
-var applicationXIDs = map[int]bool{13: true, 31: true, 43: true, 45: true, 68: true, 109: true}
-
-// IsApplicationXID reports whether an Xid is the workload's fault rather than
-// the device's.
-func IsApplicationXID(xid int) bool { return applicationXIDs[xid] }
+// IsApplicationXID reports whether an Xid is the workload's fault rather
+// than the device's: an illegal address (13), an MMU fault from user code
+// (31), a stopped channel (43), preemptive cleanup (45), a video decoder
+// exception (68) and a context switch timeout (109). The NVIDIA device
+// plugin treats the same set as harmless to the device.
+func IsApplicationXID(xid int) bool {
+	switch xid {
+	case 13, 31, 43, 45, 68, 109:
+		return true
+	}
+	return false
+}
 
 // fatal reports whether e marks the device unhealthy.
 func (e Event) fatal() bool {

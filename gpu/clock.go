@@ -11,8 +11,10 @@ type Clock interface {
 	Now() time.Time
 }
 
-type systemClock struct{}
+// SystemClock is the wall clock.
+type SystemClock struct{}
 
-func (systemClock) Now() time.Time { return time.Now() }
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
 
 func itoa(i int) string { return strconv.Itoa(i) }

@@ -132,11 +132,19 @@ type Device struct {
 	PowerLimit Optional[PowerLimits]
 	ECC        Feature
 	MIG        Feature
-	Minor      int // N in /dev/nvidiaN
+	// Minor is N in /dev/nvidiaN; -1 when the backend cannot tell (0 is a
+	// real minor number).
+	Minor int
 }
 
-// DevicePath is the device node of this GPU, /dev/nvidiaN.
-func (d Device) DevicePath() string { return "/dev/nvidia" + strconv.Itoa(d.Minor) }
+// DevicePath is the device node of this GPU, /dev/nvidiaN, or "" when the
+// minor number is unknown.
+func (d Device) DevicePath() string {
+	if d.Minor < 0 {
+		return ""
+	}
+	return "/dev/nvidia" + strconv.Itoa(d.Minor)
+}
 
 // NormalizePCIBusID turns the forms NVML and nvidia-smi print
 // ("00000000:0A:00.0", "0000:0a:00.0", "0A:00.0") into domain:bus:device.function

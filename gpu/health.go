@@ -17,33 +17,48 @@ type Health struct {
 	Since   time.Time // when it turned unhealthy
 }
 
-// xidText names the Xids operators meet most, from NVIDIA's Xid catalogue.
-var xidText = map[int]string{
-	13:  "graphics engine exception",
-	31:  "GPU memory page fault",
-	32:  "invalid or corrupted push buffer stream",
-	43:  "GPU stopped processing",
-	45:  "preemptive cleanup, due to previous errors",
-	48:  "double bit ECC error",
-	61:  "internal micro-controller breakpoint/warning",
-	62:  "internal micro-controller halt",
-	63:  "ECC page retirement or row remapping recording event",
-	64:  "ECC page retirement or row remapper recording failure",
-	68:  "video processor exception",
-	74:  "NVLink error",
-	79:  "GPU has fallen off the bus",
-	92:  "high single-bit ECC error rate",
-	94:  "contained ECC error",
-	95:  "uncontained ECC error",
-	109: "context switch timeout",
-	119: "GSP RPC timeout",
-	120: "GSP error",
-}
-
-// XIDText describes an Xid number; unknown numbers get a generic text.
+// XIDText describes an Xid number, after NVIDIA's Xid catalogue; unknown
+// numbers get a generic text.
 func XIDText(xid int) string {
-	if s, ok := xidText[xid]; ok {
-		return s
+	switch xid {
+	case 13:
+		return "graphics engine exception"
+	case 31:
+		return "GPU memory page fault"
+	case 32:
+		return "invalid or corrupted push buffer stream"
+	case 43:
+		return "GPU stopped processing"
+	case 45:
+		return "preemptive cleanup, due to previous errors"
+	case 48:
+		return "double bit ECC error"
+	case 61:
+		return "internal micro-controller breakpoint/warning"
+	case 62:
+		return "internal micro-controller halt"
+	case 63:
+		return "ECC page retirement or row remapping recording event"
+	case 64:
+		return "ECC page retirement or row remapper recording failure"
+	case 68:
+		return "video processor exception"
+	case 74:
+		return "NVLink error"
+	case 79:
+		return "GPU has fallen off the bus"
+	case 92:
+		return "high single-bit ECC error rate"
+	case 94:
+		return "contained ECC error"
+	case 95:
+		return "uncontained ECC error"
+	case 109:
+		return "context switch timeout"
+	case 119:
+		return "GSP RPC timeout"
+	case 120:
+		return "GSP error"
 	}
 	return "unlisted Xid, see NVIDIA's Xid catalogue"
 }

@@ -18,12 +18,25 @@ type options struct {
 	clock Clock
 }
 
-// WithLogger sets the logger; the default discards.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+// WithLogger sets the logger; the default (and nil) discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
 
-// WithClock sets the clock that stamps samples and events; the default is
-// the system clock. Give the simulator's clock here to drive time in tests.
-func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
+// WithClock sets the clock that stamps samples and events; the default (and
+// nil) is the system clock. Give the simulator's clock here to drive time
+// in tests.
+func WithClock(c Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
 
 // Manager is the node's view of its GPUs: inventory, telemetry, control and
 // health over one Backend. It is safe for concurrent use.
@@ -57,20 +70,26 @@ type subscriber struct {
 }
 
 // New discovers the backend's devices and starts watching their health. The
-// Manager takes ownership of the backend and closes it in Close.
-func New(ctx context.Context, b Backend, opts ...Option) (*Manager, error) {
+// Manager takes ownership of the backend: it closes it in Close, and at once
+// when New fails.
+func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: nil backend: pass nvml.New(...) or sim.New(...)", ErrInvalid)
 	}
-	o := options{log: slog.New(slog.DiscardHandler), clock: systemClock{}}
+	o := options{log: slog.New(slog.DiscardHandler), clock: SystemClock{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	defer func() {
+		if err != nil {
+			_ = b.Close()
+		}
+	}()
 	devs, err := b.Devices(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("discover devices: %w", err)
 	}
-	m := &Manager{
+	m = &Manager{
 		backend: b,
 		log:     o.log,
 		clock:   o.clock,
@@ -194,8 +213,13 @@ func (m *Manager) Sample(ctx context.Context, uuid string) (Sample, error) {
 func (m *Manager) noteDeviceErrors(ctx context.Context, err error) {
 	var lost []int
 	walkDeviceErrors(err, func(de *DeviceError) {
-		if errors.Is(de.Err, ErrDeviceLost) {
-			lost = append(lost, de.Index)
+		if errors.Is(de.Err, ErrDeviceLost) && de.Index >= 0 && de.Index < len(m.devices) {
+			m.mu.RLock()
+			healthy := m.health[de.Index].Healthy
+			m.mu.RUnlock()
+			if healthy { // tell the watchers once, not on every sample
+				lost = append(lost, de.Index)
+			}
 		}
 	})
 	for _, i := range lost {
@@ -329,6 +353,8 @@ func (m *Manager) publish(ctx context.Context, e Event) {
 		select {
 		case s.ch <- e:
 		case <-s.done:
+		case <-m.closed:
+			return
 		case <-ctx.Done():
 			return
 		}

@@ -46,12 +46,12 @@ const (
 // Fit is the largest model, in parameters, that fits one GPU for each kind
 // of work. See Assess for the formula.
 type Fit struct {
-	InferenceFP16 float64
-	InferenceINT8 float64
-	InferenceINT4 float64
-	LoRA          float64 // fp16 frozen base + adapters
-	QLoRA         float64 // 4-bit frozen base + adapters
-	FullFineTune  float64 // mixed precision with Adam
+	InferenceFP16Params float64
+	InferenceINT8Params float64
+	InferenceINT4Params float64
+	LoRAParams          float64 // fp16 frozen base + adapters
+	QLoRAParams         float64 // 4-bit frozen base + adapters
+	FullFineTuneParams  float64 // mixed precision with Adam
 }
 
 // Readiness says what one GPU is good for in AI, and why.
@@ -169,12 +169,12 @@ func Assess(d Device, h Health) Readiness {
 		usable = float64(d.MemoryBytes - ContextReserveBytes)
 	}
 	r.Fit = Fit{
-		InferenceFP16: usable * 0.8 / 2,
-		InferenceINT8: usable * 0.8 / 1,
-		InferenceINT4: usable * 0.8 / 0.5,
-		LoRA:          usable * 0.7 / 2,
-		QLoRA:         usable * 0.7 / 0.55,
-		FullFineTune:  usable * 0.8 / 16,
+		InferenceFP16Params: usable * 0.8 / 2,
+		InferenceINT8Params: usable * 0.8 / 1,
+		InferenceINT4Params: usable * 0.8 / 0.5,
+		LoRAParams:          usable * 0.7 / 2,
+		QLoRAParams:         usable * 0.7 / 0.55,
+		FullFineTuneParams:  usable * 0.8 / 16,
 	}
 
 	flag := func(f Flag, format string, args ...any) {
@@ -221,11 +221,11 @@ func Assess(d Device, h Health) Readiness {
 	case d.MemoryBytes >= TrainingMinMemoryBytes && r.HostLinkGBps >= TrainingMinLinkGBps:
 		r.Use = UseTraining
 		r.Notes = append(r.Notes, fmt.Sprintf("rent for training: full fine-tune up to %s, LoRA up to %s parameters",
-			paramsText(r.Fit.FullFineTune), paramsText(r.Fit.LoRA)))
+			paramsText(r.Fit.FullFineTuneParams), paramsText(r.Fit.LoRAParams)))
 	case d.MemoryBytes >= InferenceMinMemoryBytes:
 		r.Use = UseInference
 		r.Notes = append(r.Notes, fmt.Sprintf("rent for inference: up to %s parameters at fp16, %s at int4; QLoRA up to %s",
-			paramsText(r.Fit.InferenceFP16), paramsText(r.Fit.InferenceINT4), paramsText(r.Fit.QLoRA)))
+			paramsText(r.Fit.InferenceFP16Params), paramsText(r.Fit.InferenceINT4Params), paramsText(r.Fit.QLoRAParams)))
 	default:
 		r.Use = UseMining
 		r.Notes = append(r.Notes, "keep mining: too little memory for models renters run")

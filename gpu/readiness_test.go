@@ -106,18 +106,18 @@ func TestFitFormula(t *testing.T) {
 	// 10 GiB card: 9 GiB usable after the context reserve.
 	r := gpu.Assess(gpu.Device{MemoryBytes: 10 << 30, ComputeCapability: gpu.ComputeCapability{8, 6}}, healthy)
 	usable := float64(9 << 30)
-	assert.InDelta(t, usable*0.8/2, r.Fit.InferenceFP16, 1)
-	assert.InDelta(t, usable*0.8, r.Fit.InferenceINT8, 1)
-	assert.InDelta(t, usable*1.6, r.Fit.InferenceINT4, 1)
-	assert.InDelta(t, usable*0.7/2, r.Fit.LoRA, 1)
-	assert.InDelta(t, usable*0.7/0.55, r.Fit.QLoRA, 1)
-	assert.InDelta(t, usable*0.8/16, r.Fit.FullFineTune, 1)
+	assert.InDelta(t, usable*0.8/2, r.Fit.InferenceFP16Params, 1)
+	assert.InDelta(t, usable*0.8, r.Fit.InferenceINT8Params, 1)
+	assert.InDelta(t, usable*1.6, r.Fit.InferenceINT4Params, 1)
+	assert.InDelta(t, usable*0.7/2, r.Fit.LoRAParams, 1)
+	assert.InDelta(t, usable*0.7/0.55, r.Fit.QLoRAParams, 1)
+	assert.InDelta(t, usable*0.8/16, r.Fit.FullFineTuneParams, 1)
 	// Sanity against common knowledge: a 7B model runs at int4 but not at
 	// fp16 on a 10 GiB card; an 80 GiB card fully fine-tunes about 4B.
-	assert.Greater(t, r.Fit.InferenceINT4, 7e9)
-	assert.Less(t, r.Fit.InferenceFP16, 7e9)
+	assert.Greater(t, r.Fit.InferenceINT4Params, 7e9)
+	assert.Less(t, r.Fit.InferenceFP16Params, 7e9)
 	h100 := gpu.Assess(gpu.Device{MemoryBytes: 80 << 30, ComputeCapability: gpu.ComputeCapability{9, 0}}, healthy)
-	assert.InDelta(t, 4.2e9, h100.Fit.FullFineTune, 0.1e9)
+	assert.InDelta(t, 4.2e9, h100.Fit.FullFineTuneParams, 0.1e9)
 	assert.True(t, h100.FP8 && h100.BF16 && h100.TF32)
 }
 

@@ -1,0 +1,362 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/isolation"
+)
+
+// Manager runs the workloads of one node: it queues them, places them on
+// whole GPUs, lets miners fill what is idle, preempts by the rules of
+// Policy and priority, hands GPUs over cleanly, obeys a power budget, and
+// keeps its records in a Store. Run drives it; the other methods are safe
+// to call from any goroutine, before or while Run runs.
+type Manager struct {
+	gpus  *gpu.Manager
+	rt    isolation.Runtime
+	store Store
+	log   *slog.Logger
+	clock gpu.Clock
+	o     options
+
+	mu      sync.Mutex
+	work    map[string]*entry
+	slots   []*slot
+	byUUID  map[string]int
+	seq     uint64
+	events  []Event // the last o.eventLog events
+	notify  chan struct{}
+	changed chan struct{} // closed and replaced when a GPU is released
+	budgetW float64
+	closed  bool
+	running bool
+	minerN  int
+
+	drawW      float64 // total GPU draw at the last measurement
+	curtailing bool
+	curtailMu  sync.Mutex // one curtailment at a time
+	curtailReq chan curtailReq
+
+	kick   chan struct{}
+	closeO sync.Once
+}
+
+// entry is a workload's record plus what the manager tracks while it lives.
+type entry struct {
+	w           Workload
+	cancel      bool      // Cancel was asked
+	failReason  string    // set when the manager stops it because it cannot go on
+	preemptedBy string    // who takes its GPUs
+	stopping    bool      // a stop is under way
+	scheduledAt time.Time // when its GPUs were reserved
+	victims     []string
+	pids        []int
+	abort       chan struct{} // closed to abandon a launch
+}
+
+// slot is one GPU as the scheduler sees it.
+type slot struct {
+	dev gpu.Device
+	// holder is the workload whose container is on the GPU (starting,
+	// running or stopping); next is the one that has reserved it.
+	holder, next string
+	// quarantine, when set, keeps the GPU out of use until
+	// Manager.Release: a handover found a process left on it.
+	quarantine string
+	lowered    bool    // the power cap lowered its limit
+	lastW      float64 // measured draw, or the draw booked for work just placed
+}
+
+// New makes a Manager over the node's GPUs and a container runtime. It
+// takes ownership of neither: close them after the Manager.
+func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, error) {
+	var errs []error
+	if gpus == nil {
+		errs = append(errs, fmt.Errorf("%w: nil gpu.Manager", ErrInvalid))
+	}
+	if rt == nil {
+		errs = append(errs, fmt.Errorf("%w: nil isolation.Runtime", ErrInvalid))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.store == nil {
+		o.store = NewMemoryStore()
+	}
+	if o.policy == nil {
+		o.policy = AlwaysRent
+	}
+	m := &Manager{
+		gpus: gpus, rt: rt, store: o.store, log: o.log, clock: o.clock, o: o,
+		work:       map[string]*entry{},
+		byUUID:     map[string]int{},
+		notify:     make(chan struct{}),
+		changed:    make(chan struct{}),
+		budgetW:    o.budgetW,
+		kick:       make(chan struct{}, 1),
+		curtailReq: make(chan curtailReq),
+	}
+	for i, d := range gpus.Devices() {
+		m.slots = append(m.slots, &slot{dev: d})
+		m.byUUID[d.UUID] = i
+	}
+	return m, nil
+}
+
+// Close closes the store. Containers keep running; a new Manager re-adopts
+// them. Close is idempotent; stop Run first by cancelling its context.
+func (m *Manager) Close() error {
+	var err error
+	m.closeO.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		err = m.store.Close()
+	})
+	return err
+}
+
+// Submit validates spec and queues it. It fails at once with ErrInvalid
+// (every problem named), ErrExists for a known ID, and ErrUnplaceable when
+// no GPU of this node could ever meet the request.
+func (m *Manager) Submit(ctx context.Context, spec Spec) (Workload, error) {
+	if err := spec.Validate(); err != nil {
+		return Workload{}, err
+	}
+	if err := m.placeable(spec); err != nil {
+		return Workload{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Workload{}, ErrClosed
+	}
+	if _, ok := m.work[spec.ID]; ok {
+		return Workload{}, fmt.Errorf("%w: workload %q: pick another ID or Cancel the old one", ErrExists, spec.ID)
+	}
+	e := &entry{w: Workload{Spec: spec.clone(), State: StateQueued, SubmittedAt: m.clock.Now()}}
+	m.work[spec.ID] = e
+	if err := m.persistEmit(ctx, e, Event{Type: EventQueued}); err != nil {
+		delete(m.work, spec.ID)
+		return Workload{}, err
+	}
+	m.poke()
+	return e.w.clone(), nil
+}
+
+// Cancel stops a workload for good: a queued one leaves the queue, a
+// running one is stopped with its grace (a training job can checkpoint).
+func (m *Manager) Cancel(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.work[id]
+	if !ok {
+		return fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	}
+	if e.w.State.Final() {
+		return nil
+	}
+	e.cancel = true
+	switch e.w.State {
+	case StateQueued:
+		e.w.State = StateCancelled
+		e.w.EndedAt = m.clock.Now()
+		e.w.Reason = "cancelled while queued"
+		return m.persistEmit(ctx, e, Event{Type: EventCancelled, Reason: e.w.Reason})
+	case StateScheduled:
+		if e.abort != nil {
+			close(e.abort)
+			e.abort = nil
+		}
+	}
+	m.poke()
+	return nil
+}
+
+// Get returns the record of a workload.
+func (m *Manager) Get(id string) (Workload, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.work[id]
+	if !ok {
+		return Workload{}, fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	}
+	return e.w.clone(), nil
+}
+
+// Filter selects workloads for List; zero fields match everything.
+type Filter struct {
+	Kind   Kind
+	Tenant string
+	States []State
+}
+
+// List returns the records that match f, ordered by submission.
+func (m *Manager) List(f Filter) []Workload {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Workload
+	for _, e := range m.work {
+		w := e.w
+		if (f.Kind != "" && w.Spec.Kind != f.Kind) || (f.Tenant != "" && w.Spec.Tenant != f.Tenant) ||
+			(len(f.States) > 0 && !slices.Contains(f.States, w.State)) {
+			continue
+		}
+		out = append(out, w.clone())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].SubmittedAt.Equal(out[j].SubmittedAt) {
+			return out[i].SubmittedAt.Before(out[j].SubmittedAt)
+		}
+		return out[i].Spec.ID < out[j].Spec.ID
+	})
+	return out
+}
+
+// GPU is one GPU as the workload manager sees it.
+type GPU struct {
+	Device gpu.Device
+	// Workload holds the GPU (starting, running or stopping); Next has
+	// reserved it. Both are empty when the GPU is idle.
+	Workload, Next string
+	// Quarantine says why the GPU is out of use, when it is.
+	Quarantine string
+}
+
+// GPUs returns every GPU with what holds it.
+func (m *Manager) GPUs() []GPU {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]GPU, len(m.slots))
+	for i, s := range m.slots {
+		out[i] = GPU{Device: s.dev, Workload: s.holder, Next: s.next, Quarantine: s.quarantine}
+	}
+	return out
+}
+
+// Release returns a quarantined GPU to service, after an operator cleared
+// whatever a handover found on it.
+func (m *Manager) Release(uuid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i, ok := m.byUUID[uuid]
+	if !ok {
+		return fmt.Errorf("%w: GPU %q", ErrNotFound, uuid)
+	}
+	m.slots[i].quarantine = ""
+	m.poke()
+	return nil
+}
+
+// ReportProgress records what a running workload says of itself and
+// tells the watchers. Adapters that parse training logs call it.
+func (m *Manager) ReportProgress(ctx context.Context, id string, p Progress) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.work[id]
+	if !ok {
+		return fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	}
+	m.emit(e, Event{Type: EventProgress, Progress: &p})
+	return nil
+}
+
+// Watch returns the events with a sequence number above after, first those
+// still remembered, then new ones as they happen, until ctx ends. A watcher
+// that falls more than the event log behind sees a gap in Seq.
+func (m *Manager) Watch(ctx context.Context, after uint64) <-chan Event {
+	ch := make(chan Event, 64)
+	go func() {
+		defer close(ch)
+		last := after
+		for {
+			m.mu.Lock()
+			var batch []Event
+			for _, ev := range m.events {
+				if ev.Seq > last {
+					batch = append(batch, ev)
+				}
+			}
+			notify := m.notify
+			m.mu.Unlock()
+			for _, ev := range batch {
+				select {
+				case ch <- ev:
+					last = ev.Seq
+				case <-ctx.Done():
+					return
+				}
+			}
+			select {
+			case <-notify:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// emit stamps an event for e, remembers it and wakes the watchers. The
+// caller holds m.mu.
+func (m *Manager) emit(e *entry, ev Event) Event {
+	m.seq++
+	ev.Seq = m.seq
+	ev.ID = e.w.Spec.ID
+	ev.Kind = e.w.Spec.Kind
+	ev.Tenant = e.w.Spec.Tenant
+	if ev.Time.IsZero() {
+		ev.Time = m.clock.Now()
+	}
+	if ev.GPUs == nil {
+		ev.GPUs = slices.Clone(e.w.GPUs)
+	}
+	if ev.Type != EventProgress {
+		e.w.Seq = ev.Seq
+	}
+	if len(m.events) >= m.o.eventLog {
+		m.events = slices.Delete(m.events, 0, len(m.events)-m.o.eventLog+1)
+	}
+	m.events = append(m.events, ev)
+	close(m.notify)
+	m.notify = make(chan struct{})
+	m.log.Debug("workload event", "seq", ev.Seq, "type", string(ev.Type), "id", ev.ID, "gpus", ev.GPUs, "reason", ev.Reason)
+	return ev
+}
+
+// persistEmit emits ev and stores the record. The caller holds m.mu.
+func (m *Manager) persistEmit(ctx context.Context, e *entry, ev Event) error {
+	m.emit(e, ev)
+	if err := m.store.Put(context.WithoutCancel(ctx), e.w.clone()); err != nil {
+		m.log.Error("workload store write failed; the record is only in memory", "id", e.w.Spec.ID, "err", err)
+		return fmt.Errorf("store workload %q: %w", e.w.Spec.ID, err)
+	}
+	return nil
+}
+
+// poke wakes Run.
+func (m *Manager) poke() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// released wakes launches waiting for GPUs. The caller holds m.mu.
+func (m *Manager) released() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.poke()
+}

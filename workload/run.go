@@ -1,0 +1,597 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/isolation"
+)
+
+// Run re-adopts what the runtime still runs, then schedules until ctx ends.
+// Every goroutine the manager starts belongs to Run and has ended when Run
+// returns. Containers keep running after Run returns; the next Run adopts
+// them.
+func (m *Manager) Run(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	if m.running {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: Run is already running", ErrInvalid)
+	}
+	m.running = true
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		m.mu.Lock()
+		m.running = false
+		m.mu.Unlock()
+	}()
+	r := &runner{m: m, wg: &wg}
+	if err := r.reconcile(ctx); err != nil {
+		return err
+	}
+	health := m.gpus.Watch(ctx)
+	tick := time.NewTicker(m.o.tick)
+	defer tick.Stop()
+	for {
+		r.schedule(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.kick:
+		case ev, ok := <-health:
+			if !ok {
+				health = nil
+				continue
+			}
+			if ev.Fatal {
+				r.gpuFailed(ctx, ev)
+			}
+		case req := <-m.curtailReq:
+			r.spawn(ctx, func(ctx context.Context) { r.curtail(ctx, req) })
+		case <-tick.C:
+			r.tick(ctx)
+		}
+	}
+}
+
+// runner is one Run: it owns the goroutines Run starts.
+type runner struct {
+	m  *Manager
+	wg *sync.WaitGroup
+}
+
+// spawn starts a goroutine owned by Run.
+func (r *runner) spawn(ctx context.Context, fn func(ctx context.Context)) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn(ctx)
+	}()
+}
+
+func (r *runner) healthy(i int) bool {
+	h, err := r.m.gpus.Health(r.m.slots[i].dev.UUID)
+	return err == nil && h.Healthy
+}
+
+// schedule places queued work, starts the stops that were asked for and
+// fills idle GPUs with miners.
+func (r *runner) schedule(ctx context.Context) {
+	m := r.m
+	m.mu.Lock()
+	var queued []*entry
+	for _, e := range m.work {
+		switch {
+		case e.w.State == StateQueued && !e.cancel:
+			queued = append(queued, e)
+		case e.w.State == StateRunning && (e.cancel || e.failReason != "") && !e.stopping:
+			r.stop(ctx, e, "")
+		}
+	}
+	sort.Slice(queued, func(i, j int) bool {
+		a, b := queued[i].w, queued[j].w
+		if pa, pb := a.Spec.Kind.Paid(), b.Spec.Kind.Paid(); pa != pb {
+			return pa
+		}
+		if a.Spec.Priority != b.Spec.Priority {
+			return a.Spec.Priority > b.Spec.Priority
+		}
+		if !a.SubmittedAt.Equal(b.SubmittedAt) {
+			return a.SubmittedAt.Before(b.SubmittedAt)
+		}
+		return a.Spec.ID < b.Spec.ID
+	})
+	for _, e := range queued {
+		if !m.anyAvailable(r.healthy) {
+			break // 10,000 queued specs cost nothing while the node is full
+		}
+		r.tryPlace(ctx, e)
+	}
+	idle := m.idleSlots(r.healthy)
+	m.mu.Unlock()
+	if m.o.filler != nil && len(idle) > 0 {
+		r.fill(ctx, idle)
+	}
+}
+
+// anyAvailable reports whether some GPU is free or mining: without one no
+// placement can succeed but by preempting paid work, which needs a higher
+// priority; the caller holds m.mu.
+func (m *Manager) anyAvailable(healthy func(int) bool) bool {
+	for i, sl := range m.slots {
+		if sl.next != "" || sl.quarantine != "" {
+			continue
+		}
+		if sl.holder == "" && healthy(i) {
+			return true
+		}
+		if h := m.work[sl.holder]; h != nil && !h.stopping && h.w.State == StateRunning &&
+			(h.w.Spec.Kind == KindMining || h.w.Spec.Preemptible) {
+			return true
+		}
+	}
+	return false
+}
+
+// tryPlace reserves GPUs for e if it can have them now. The caller holds m.mu.
+func (r *runner) tryPlace(ctx context.Context, e *entry) {
+	m := r.m
+	n := e.w.Spec.GPUs.count()
+	cands := m.candidates(e, r.healthy)
+	chosen := m.choose(cands, n)
+	if chosen == nil {
+		return
+	}
+	var mining []gpu.Device
+	for _, c := range chosen {
+		if c.class == classMining {
+			mining = append(mining, m.slots[c.slot].dev)
+		}
+	}
+	if len(mining) > 0 {
+		if ok, why := m.o.policy.Displace(e.w.Spec, mining); !ok {
+			if e.w.Reason != why {
+				e.w.Reason = why
+				m.log.Info("workload waits for idle GPUs: mining pays more", "id", e.w.Spec.ID, "why", why)
+			}
+			cands = slices.DeleteFunc(cands, func(c candidate) bool { return c.class == classMining })
+			if chosen = m.choose(cands, n); chosen == nil {
+				return
+			}
+		}
+	}
+	if !m.admit(chosen) {
+		return
+	}
+	r.place(ctx, e, chosen)
+}
+
+// place reserves the chosen GPUs for e, preempts their holders and starts
+// the launch. The caller holds m.mu.
+func (r *runner) place(ctx context.Context, e *entry, chosen []candidate) {
+	m := r.m
+	e.w.State = StateScheduled
+	e.w.GPUs = e.w.GPUs[:0]
+	e.w.Reason = ""
+	e.victims = nil
+	e.scheduledAt = time.Now()
+	e.abort = make(chan struct{})
+	victims := map[string]*entry{}
+	for _, c := range chosen {
+		sl := m.slots[c.slot]
+		sl.next = e.w.Spec.ID
+		e.w.GPUs = append(e.w.GPUs, sl.dev.UUID)
+		if c.holder != nil {
+			victims[c.holder.w.Spec.ID] = c.holder
+		}
+	}
+	for id, v := range victims {
+		e.victims = append(e.victims, id)
+		r.preempt(ctx, v, e.w.Spec.ID)
+	}
+	sort.Strings(e.victims)
+	reason := ""
+	if len(e.victims) > 0 {
+		reason = "taking GPUs from " + strings.Join(e.victims, ", ")
+	}
+	_ = m.persistEmit(ctx, e, Event{Type: EventScheduled, Reason: reason})
+	r.spawn(ctx, func(ctx context.Context) { r.launch(ctx, e) })
+}
+
+// preempt asks a running workload to yield. The caller holds m.mu.
+func (r *runner) preempt(ctx context.Context, v *entry, by string) {
+	v.preemptedBy = by
+	r.stop(ctx, v, "preempted by "+by)
+}
+
+// stop starts stopping a running workload with its signal and grace. The
+// caller holds m.mu.
+func (r *runner) stop(ctx context.Context, e *entry, reason string) {
+	if e.stopping {
+		return
+	}
+	e.stopping = true
+	if reason != "" {
+		e.w.State = StatePreempting
+		e.w.Reason = reason
+		_ = r.m.persistEmit(ctx, e, Event{Type: EventPreempting, Reason: reason})
+	}
+	ref := e.w.Container
+	r.spawn(ctx, func(ctx context.Context) {
+		if _, err := r.m.rt.Stop(ctx, ref); err != nil && ctx.Err() == nil {
+			r.m.log.Warn("stop workload", "id", e.w.Spec.ID, "container", ref.String(), "err", err)
+		}
+	})
+}
+
+// idleSlots lists the GPUs a miner may fill. The caller holds m.mu.
+func (m *Manager) idleSlots(healthy func(int) bool) []int {
+	var idle []int
+	for i, sl := range m.slots {
+		if sl.holder == "" && sl.next == "" && sl.quarantine == "" && healthy(i) {
+			idle = append(idle, i)
+		}
+	}
+	return idle
+}
+
+// fill asks the filler for a miner for each idle GPU and places it. The
+// filler runs without the lock: it is the user's code.
+func (r *runner) fill(ctx context.Context, idle []int) {
+	m := r.m
+	for _, i := range idle {
+		dev := m.slots[i].dev
+		spec, ok := m.o.filler.Fill(ctx, dev)
+		if !ok {
+			continue
+		}
+		m.mu.Lock()
+		sl := m.slots[i]
+		if sl.holder != "" || sl.next != "" || sl.quarantine != "" || m.closed {
+			m.mu.Unlock()
+			continue
+		}
+		m.minerN++
+		spec.ID = fmt.Sprintf("mine-gpu%d-%d", i, m.seq+uint64(m.minerN))
+		spec.Kind = KindMining
+		spec.Preemptible = true
+		spec.GPUs = GPURequest{UUIDs: []string{dev.UUID}}
+		if err := spec.Validate(); err != nil {
+			m.mu.Unlock()
+			m.log.Error("filler returned an invalid miner spec; GPU left idle", "gpu", i, "err", err)
+			continue
+		}
+		if !m.admit([]candidate{{slot: i}}) {
+			m.mu.Unlock()
+			continue
+		}
+		e := &entry{w: Workload{Spec: spec.clone(), State: StateQueued, SubmittedAt: m.clock.Now()}}
+		m.work[spec.ID] = e
+		_ = m.persistEmit(ctx, e, Event{Type: EventQueued})
+		r.place(ctx, e, []candidate{{slot: i, class: classFree}})
+		m.mu.Unlock()
+	}
+}
+
+// launch prepares e's container while the GPUs' holders drain, then hands
+// the GPUs over and starts it.
+func (r *runner) launch(ctx context.Context, e *entry) {
+	m := r.m
+	t0 := e.scheduledAt
+	m.mu.Lock()
+	e.w.Attempt++
+	e.w.Container = isolation.Ref{Tenant: e.w.Spec.Tenant, ID: fmt.Sprintf("%s-%d", e.w.Spec.ID, e.w.Attempt)}
+	cspec := m.containerSpec(e)
+	abort := e.abort
+	_ = m.store.Put(ctx, e.w.clone())
+	m.mu.Unlock()
+
+	// Prepare while the miners drain: only the start is left for after.
+	if _, err := m.rt.Create(ctx, cspec); err != nil {
+		r.abandon(ctx, e, StateFailed, "create container: "+err.Error(), false)
+		return
+	}
+	if !r.drained(ctx, e, abort) {
+		r.abandonCreated(ctx, e)
+		return
+	}
+	drain := time.Since(t0)
+	h0 := time.Now()
+	if err := r.hygiene(ctx, e); err != nil {
+		m.log.Error("handover refused: GPU not clean; it is quarantined and the workload requeued", "id", e.w.Spec.ID, "err", err)
+		r.abandonCreated(ctx, e)
+		return
+	}
+	hygiene := time.Since(h0)
+	if err := m.rt.Start(ctx, e.w.Container); err != nil {
+		r.abandon(ctx, e, StateFailed, "start container: "+err.Error(), true)
+		return
+	}
+	var pids []int
+	if info, err := m.rt.Inspect(ctx, e.w.Container); err == nil && info.PID > 0 {
+		pids = []int{info.PID}
+	}
+	m.mu.Lock()
+	e.w.State = StateRunning
+	e.w.StartedAt = m.clock.Now()
+	e.w.Exit = nil
+	e.pids = pids
+	e.abort = nil
+	ev := Event{Type: EventStarted}
+	if len(e.victims) > 0 {
+		ev.Handover = &Handover{From: slices.Clone(e.victims), Drain: drain, Hygiene: hygiene, Total: time.Since(t0)}
+	}
+	_ = m.persistEmit(ctx, e, ev)
+	load := e.w.Spec.load()
+	for _, u := range e.w.GPUs {
+		m.setLoad(u, load, pids)
+	}
+	m.mu.Unlock()
+	r.spawn(ctx, func(ctx context.Context) { r.await(ctx, e) })
+}
+
+// drained waits until every GPU of e is free of other holders, then makes
+// e their holder. It returns false when the launch is abandoned.
+func (r *runner) drained(ctx context.Context, e *entry, abort chan struct{}) bool {
+	m := r.m
+	for {
+		m.mu.Lock()
+		free := true
+		for _, u := range e.w.GPUs {
+			if h := m.slots[m.byUUID[u]].holder; h != "" && h != e.w.Spec.ID {
+				free = false
+			}
+		}
+		if free {
+			for _, u := range e.w.GPUs {
+				sl := m.slots[m.byUUID[u]]
+				sl.holder, sl.next = e.w.Spec.ID, ""
+			}
+		}
+		changed := m.changed
+		m.mu.Unlock()
+		if free {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-abort:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// hygiene makes sure no process is left on e's GPUs and that they run at
+// their default power limit and clocks, so nothing of the last tenant, a
+// miner's tuning included, reaches the next.
+func (r *runner) hygiene(ctx context.Context, e *entry) error {
+	m := r.m
+	for _, u := range e.w.GPUs {
+		deadline := time.Now().Add(m.o.hygieneTimeout)
+		for {
+			procs, err := m.gpus.Processes(ctx, u)
+			if errors.Is(err, gpu.ErrUnsupported) || (err == nil && len(procs) == 0) {
+				break
+			}
+			if err == nil && time.Now().After(deadline) {
+				pids := make([]string, len(procs))
+				for i, p := range procs {
+					pids[i] = fmt.Sprint(p.PID)
+				}
+				reason := fmt.Sprintf("process %s still on the GPU %v after its workload ended", strings.Join(pids, ","), m.o.hygieneTimeout)
+				m.quarantine(u, reason)
+				return fmt.Errorf("GPU %s: %s", u, reason)
+			}
+			if err != nil && !errors.Is(err, gpu.ErrBusy) {
+				m.quarantine(u, "cannot list its processes: "+err.Error())
+				return fmt.Errorf("GPU %s: list processes: %w", u, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(m.o.hygienePoll):
+			}
+		}
+		if err := m.gpus.RestoreDefaults(ctx, u); err != nil {
+			m.quarantine(u, "cannot restore its default power limit and clocks: "+err.Error())
+			return fmt.Errorf("GPU %s: restore defaults: %w", u, err)
+		}
+		m.mu.Lock()
+		m.slots[m.byUUID[u]].lowered = false
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+func (m *Manager) quarantine(uuid, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.slots[m.byUUID[uuid]].quarantine = reason
+}
+
+// abandonCreated deletes a prepared container and requeues e (or ends it
+// if it was cancelled).
+func (r *runner) abandonCreated(ctx context.Context, e *entry) {
+	r.m.mu.Lock()
+	cancelled := e.cancel
+	r.m.mu.Unlock()
+	if cancelled {
+		r.abandon(ctx, e, StateCancelled, "cancelled before it started", true)
+		return
+	}
+	r.abandon(ctx, e, StateQueued, "handover did not complete; requeued", true)
+}
+
+// abandon ends a launch: it releases e's GPUs and records the outcome.
+func (r *runner) abandon(ctx context.Context, e *entry, state State, reason string, created bool) {
+	m := r.m
+	if created {
+		ref := e.w.Container
+		if err := m.rt.Delete(context.WithoutCancel(ctx), ref); err != nil {
+			m.log.Warn("delete abandoned container", "container", ref.String(), "err", err)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, sl := range m.slots {
+		if sl.next == e.w.Spec.ID {
+			sl.next = ""
+		}
+		if sl.holder == e.w.Spec.ID {
+			sl.holder = ""
+		}
+	}
+	e.abort = nil
+	e.w.State = state
+	e.w.Reason = reason
+	ev := Event{Type: EventFailed, Reason: reason}
+	switch state {
+	case StateQueued:
+		ev.Type = EventQueued
+		e.w.GPUs = nil
+	case StateCancelled:
+		ev.Type = EventCancelled
+	}
+	if state.Final() {
+		e.w.EndedAt = m.clock.Now()
+	}
+	_ = m.persistEmit(ctx, e, ev)
+	m.released()
+}
+
+// await waits for e's container to end and records how.
+func (r *runner) await(ctx context.Context, e *entry) {
+	st, err := r.m.rt.Wait(ctx, e.w.Container)
+	if ctx.Err() != nil {
+		return // Run is ending; the next Run adopts the container
+	}
+	r.exited(ctx, e, st, err)
+}
+
+// exited records the end of e's container and frees its GPUs.
+func (r *runner) exited(ctx context.Context, e *entry, st isolation.ExitStatus, err error) {
+	m := r.m
+	m.mu.Lock()
+	for _, sl := range m.slots {
+		if sl.holder == e.w.Spec.ID {
+			sl.holder = ""
+			m.setLoad(sl.dev.UUID, 0, nil)
+		}
+	}
+	e.stopping = false
+	e.pids = nil
+	now := m.clock.Now()
+	if err == nil {
+		e.w.Exit = &st
+	}
+	var ev Event
+	switch {
+	case e.cancel:
+		e.w.State, e.w.Reason = StateCancelled, "cancelled"
+		ev = Event{Type: EventCancelled, Reason: e.w.Reason, Exit: e.w.Exit}
+	case e.failReason != "":
+		e.w.State, e.w.Reason = StateFailed, e.failReason
+		ev = Event{Type: EventFailed, Reason: e.w.Reason, Exit: e.w.Exit}
+	case e.preemptedBy != "" && e.w.Spec.Kind.Paid():
+		// Back to the queue; the next container resumes from the
+		// checkpoint the grace let it write.
+		e.w.State = StateQueued
+		e.w.Preemptions++
+		ev = Event{Type: EventPreempted, Reason: e.w.Reason, Exit: e.w.Exit}
+	case e.preemptedBy != "":
+		e.w.State = StateExited
+		ev = Event{Type: EventPreempted, Reason: e.w.Reason, Exit: e.w.Exit}
+	case err != nil:
+		e.w.State, e.w.Reason = StateFailed, "wait for container: "+err.Error()
+		ev = Event{Type: EventFailed, Reason: e.w.Reason}
+	default:
+		e.w.State = StateExited
+		e.w.Reason = string(st.Reason)
+		ev = Event{Type: EventExited, Reason: e.w.Reason, Exit: e.w.Exit}
+	}
+	e.preemptedBy = ""
+	if e.w.State.Final() {
+		e.w.EndedAt = now
+	}
+	_ = m.persistEmit(ctx, e, ev)
+	if e.w.State == StateQueued {
+		e.w.GPUs = nil
+	}
+	if e.w.Spec.Kind == KindMining && e.w.State.Final() {
+		// Miners come and go with every handover; their records would
+		// pile up. The events tell what they did.
+		delete(m.work, e.w.Spec.ID)
+		_ = m.store.Delete(context.WithoutCancel(ctx), e.w.Spec.ID)
+	}
+	ref := e.w.Container
+	m.released()
+	m.mu.Unlock()
+	r.spawn(ctx, func(ctx context.Context) {
+		if err := m.rt.Delete(context.WithoutCancel(ctx), ref); err != nil && !errors.Is(err, isolation.ErrNotFound) {
+			m.log.Warn("delete ended container", "container", ref.String(), "err", err)
+		}
+	})
+}
+
+// gpuFailed fails the workload on a GPU that turned unhealthy; the others
+// run on.
+func (r *runner) gpuFailed(ctx context.Context, ev gpu.Event) {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i, ok := m.byUUID[ev.UUID]
+	if !ok {
+		return
+	}
+	h, _ := m.gpus.Health(ev.UUID)
+	reason := fmt.Sprintf("GPU %d (%s) failed: %s", i, ev.UUID, h.Reason)
+	sl := m.slots[i]
+	if e := m.work[sl.holder]; e != nil && !e.w.State.Final() {
+		e.failReason = reason
+		m.log.Error("workload lost its GPU", "id", e.w.Spec.ID, "reason", reason)
+		if e.w.State == StateRunning || e.w.State == StatePreempting {
+			r.stop(ctx, e, "")
+		}
+	}
+	if e := m.work[sl.next]; e != nil && e.abort != nil {
+		close(e.abort)
+		e.abort = nil
+	}
+	m.poke()
+}
+
+// containerSpec turns a workload into a container. The caller holds m.mu.
+func (m *Manager) containerSpec(e *entry) isolation.Spec {
+	s := e.w.Spec
+	cs := isolation.Spec{
+		ID: e.w.Container.ID, Tenant: s.Tenant, Workload: s.ID, Kind: string(s.Kind),
+		Image: s.Image, Args: s.Command, Env: s.Env, WorkingDir: s.WorkDir,
+		Limits: s.Resources, Mounts: s.Mounts, Network: s.Network,
+		StopSignal: s.StopSignal, StopGrace: s.StopGrace, Labels: s.Labels,
+	}
+	for _, u := range e.w.GPUs {
+		cs.GPUs = append(cs.GPUs, isolation.GPUFor(m.slots[m.byUUID[u]].dev))
+	}
+	return cs
+}
+
+// setLoad tells the LoadFunc. The caller holds m.mu.
+func (m *Manager) setLoad(uuid string, util float64, pids []int) {
+	if m.o.load != nil {
+		m.o.load(uuid, util, pids)
+	}
+}

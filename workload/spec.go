@@ -1,0 +1,199 @@
+package workload
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/isolation"
+)
+
+// Kind is what a workload does. Mining is the filler that yields; the
+// others are paid work.
+type Kind string
+
+const (
+	KindMining    Kind = "mining"
+	KindTraining  Kind = "training"
+	KindInference Kind = "inference"
+	KindBatch     Kind = "batch"
+)
+
+// Paid reports whether the kind is rented work rather than mining.
+func (k Kind) Paid() bool { return k != KindMining }
+
+func (k Kind) valid() bool {
+	switch k {
+	case KindMining, KindTraining, KindInference, KindBatch:
+		return true
+	}
+	return false
+}
+
+// GPURequest says which GPUs a workload needs: either a count with
+// constraints, which the node places, or explicit UUIDs, when a control
+// plane has already placed it.
+type GPURequest struct {
+	Count int
+	// Constraints; zero values do not constrain.
+	MinMemoryBytes       uint64
+	MinComputeCapability gpu.ComputeCapability
+	MinLink              gpu.Link // generation and width, compared with the GPU's usable link
+	// Models, when not empty, lists the allowed model names (case
+	// insensitive, "NVIDIA " prefix optional: "GeForce RTX 3090", "A40").
+	Models []string
+	// UUIDs pins the workload to these GPUs. Count, when set, must equal
+	// their number; the constraints still apply.
+	UUIDs []string
+}
+
+// Spec describes a workload. Build one by hand, or with the mining and
+// training packages' builders.
+type Spec struct {
+	// ID names the workload on this node; letters, digits, '.', '_' and
+	// '-', at most 64, starting with a letter or digit.
+	ID     string
+	Kind   Kind
+	Tenant string // a containerd namespace per tenant; see isolation.ValidateTenant
+	// Priority orders paid work; higher goes first and may preempt lower
+	// (see Preemptible and MinRuntime). Mining's priority is ignored: it
+	// always yields.
+	Priority int
+	GPUs     GPURequest
+
+	Image     string
+	Command   []string // the container's args; empty keeps the image's
+	Env       []string // KEY=VALUE
+	WorkDir   string
+	Mounts    []isolation.Mount
+	Resources isolation.Limits
+	Network   isolation.Network // none by default; miners need host
+
+	// Preemptible lets higher-priority paid work stop this workload, after
+	// MinRuntime, with StopSignal and StopGrace to checkpoint. Mining is
+	// always preemptible, at once.
+	Preemptible bool
+	StopSignal  syscall.Signal // default SIGTERM
+	StopGrace   time.Duration  // default isolation.DefaultStopGrace
+	MinRuntime  time.Duration
+
+	// PricePerGPUHour is what the customer pays, in the operator's
+	// currency; the economic policy and the accounting read it.
+	PricePerGPUHour float64
+	// Load is the expected GPU utilisation, 0 to 1, that the workload puts
+	// on each of its GPUs; a simulated rig draws power by it. Zero takes
+	// the kind's default.
+	Load float64
+
+	Labels map[string]string
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate reports every problem of the spec at once, in an error wrapping
+// ErrInvalid that names the fields.
+func (s Spec) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
+	}
+	if !idPattern.MatchString(s.ID) {
+		bad("ID", "%q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.ID)
+	}
+	if !s.Kind.valid() {
+		bad("Kind", "%q: want mining, training, inference or batch", s.Kind)
+	}
+	if err := isolation.ValidateTenant(s.Tenant); err != nil {
+		bad("Tenant", "%v", err)
+	}
+	g := s.GPUs
+	switch {
+	case len(g.UUIDs) == 0 && g.Count <= 0:
+		bad("GPUs.Count", "%d: a workload needs at least one GPU (or GPUs.UUIDs)", g.Count)
+	case len(g.UUIDs) > 0 && g.Count != 0 && g.Count != len(g.UUIDs):
+		bad("GPUs.Count", "%d does not match the %d GPUs.UUIDs", g.Count, len(g.UUIDs))
+	}
+	seen := map[string]bool{}
+	for _, u := range g.UUIDs {
+		if u == "" || seen[u] {
+			bad("GPUs.UUIDs", "%q is empty or listed twice", u)
+		}
+		seen[u] = true
+	}
+	if g.MinLink.Gen < 0 || g.MinLink.Width < 0 || g.MinComputeCapability.Major < 0 || g.MinComputeCapability.Minor < 0 {
+		bad("GPUs", "negative constraint")
+	}
+	if s.Image == "" {
+		bad("Image", "empty: name the image to run")
+	}
+	for _, e := range s.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			bad("Env", "%q: want KEY=VALUE", e)
+		}
+	}
+	if s.Resources.CPUMillis < 0 || s.Resources.MemoryBytes < 0 || s.Resources.Pids < 0 {
+		bad("Resources", "negative limit")
+	}
+	if s.StopGrace < 0 {
+		bad("StopGrace", "%v is negative", s.StopGrace)
+	}
+	if s.MinRuntime < 0 {
+		bad("MinRuntime", "%v is negative", s.MinRuntime)
+	}
+	if s.PricePerGPUHour < 0 {
+		bad("PricePerGPUHour", "%v is negative", s.PricePerGPUHour)
+	}
+	if s.Load < 0 || s.Load > 1 {
+		bad("Load", "%v: want 0 to 1", s.Load)
+	}
+	if s.Network != "" && s.Network != isolation.NetworkNone && s.Network != isolation.NetworkHost {
+		bad("Network", "%q: want none or host", s.Network)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: workload %q: %w", ErrInvalid, s.ID, errors.Join(errs...))
+}
+
+// load is the utilisation the workload puts on each GPU.
+func (s Spec) load() float64 {
+	if s.Load > 0 {
+		return s.Load
+	}
+	switch s.Kind {
+	case KindMining:
+		return 0.98 // memory-hard hashing runs flat out
+	case KindTraining:
+		return 0.9
+	case KindInference:
+		return 0.5
+	default:
+		return 0.8
+	}
+}
+
+// count is the number of GPUs requested.
+func (r GPURequest) count() int {
+	if len(r.UUIDs) > 0 {
+		return len(r.UUIDs)
+	}
+	return r.Count
+}
+
+// clone returns a deep copy, so a stored spec never shares slices with the
+// caller's.
+func (s Spec) clone() Spec {
+	s.GPUs.Models = slices.Clone(s.GPUs.Models)
+	s.GPUs.UUIDs = slices.Clone(s.GPUs.UUIDs)
+	s.Command = slices.Clone(s.Command)
+	s.Env = slices.Clone(s.Env)
+	s.Mounts = slices.Clone(s.Mounts)
+	s.Labels = maps.Clone(s.Labels)
+	return s
+}
