@@ -45,6 +45,9 @@ type Manager struct {
 	curtailMu  sync.Mutex // one curtailment at a time
 	curtailReq chan curtailReq
 
+	cands   []candidate // scratch for decide
+	healthy []bool      // scratch: health by slot, per scheduling pass
+
 	kick   chan struct{}
 	closeO sync.Once
 }
@@ -59,6 +62,7 @@ type entry struct {
 	scheduledAt time.Time // when its GPUs were reserved
 	victims     []string
 	pids        []int
+	models      []string      // normalised GPURequest.Models
 	abort       chan struct{} // closed to abandon a launch
 }
 
@@ -71,8 +75,10 @@ type slot struct {
 	// quarantine, when set, keeps the GPU out of use until
 	// Manager.Release: a handover found a process left on it.
 	quarantine string
-	lowered    bool    // the power cap lowered its limit
-	lastW      float64 // measured draw, or the draw booked for work just placed
+	model      string   // normalised model name, for GPURequest.Models
+	link       gpu.Link // usable link, for GPURequest.MinLink
+	lowered    bool     // the power cap lowered its limit
+	lastW      float64  // measured draw, or the draw booked for work just placed
 }
 
 // New makes a Manager over the node's GPUs and a container runtime. It
@@ -109,7 +115,7 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 		curtailReq: make(chan curtailReq),
 	}
 	for i, d := range gpus.Devices() {
-		m.slots = append(m.slots, &slot{dev: d})
+		m.slots = append(m.slots, &slot{dev: d, model: normModel(d.Name), link: usableLink(d)})
 		m.byUUID[d.UUID] = i
 	}
 	return m, nil

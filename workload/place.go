@@ -2,8 +2,10 @@ package workload
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
 )
@@ -24,19 +26,26 @@ func (r GPURequest) matches(d gpu.Device) (bool, string) {
 	if r.MinLink.Width > 0 && link.Width < r.MinLink.Width {
 		return false, fmt.Sprintf("PCIe x%d < x%d", link.Width, r.MinLink.Width)
 	}
-	if len(r.Models) > 0 {
-		ok := false
-		for _, m := range r.Models {
-			if modelIs(d.Name, m) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false, fmt.Sprintf("model %q not in %v", d.Name, r.Models)
-		}
+	if len(r.Models) > 0 && !slices.Contains(normModels(r.Models), normModel(d.Name)) {
+		return false, fmt.Sprintf("model %q not in %v", d.Name, r.Models)
 	}
 	return true, ""
+}
+
+// fits is matches for the scheduler's hot path: the same tests on a slot's
+// precomputed fields, without building reasons.
+func (r GPURequest) fits(sl *slot, models []string) bool {
+	d := &sl.dev
+	if d.MemoryBytes < r.MinMemoryBytes {
+		return false
+	}
+	if cc := r.MinComputeCapability; (cc.Major != 0 || cc.Minor != 0) && !d.ComputeCapability.AtLeast(cc.Major, cc.Minor) {
+		return false
+	}
+	if (r.MinLink.Gen > 0 && sl.link.Gen < r.MinLink.Gen) || (r.MinLink.Width > 0 && sl.link.Width < r.MinLink.Width) {
+		return false
+	}
+	return len(models) == 0 || slices.Contains(models, sl.model)
 }
 
 // usableLink is the link readiness judges by: max generation, trained width.
@@ -48,11 +57,18 @@ func usableLink(d gpu.Device) gpu.Link {
 	return l
 }
 
-func modelIs(name, want string) bool {
-	norm := func(s string) string {
-		return strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "nvidia ")
+// normModel makes model names comparable: case and the "NVIDIA " prefix do
+// not matter.
+func normModel(s string) string {
+	return strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "nvidia ")
+}
+
+func normModels(ms []string) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = normModel(m)
 	}
-	return norm(name) == norm(want)
+	return out
 }
 
 func gib(b uint64) float64 { return float64(b) / (1 << 30) }
@@ -106,24 +122,25 @@ const (
 	classPaid          // lower-priority paid work yields after its grace
 )
 
-// candidate is a GPU a workload could take now.
+// candidate is a GPU a workload could take now, with its sort keys.
 type candidate struct {
 	slot   int
 	class  int
 	holder *entry // nil when free
 }
 
-// candidates lists the GPUs e could take now, with their cost. The caller
-// holds m.mu.
-func (m *Manager) candidates(e *entry, healthy func(int) bool) []candidate {
+// candidates lists the GPUs e could take now, with their cost, into buf.
+// healthy is indexed by slot. The caller holds m.mu.
+func (m *Manager) candidates(e *entry, healthy []bool, buf []candidate) []candidate {
 	r := e.w.Spec.GPUs
-	var out []candidate
+	if e.models == nil && len(r.Models) > 0 {
+		e.models = normModels(r.Models)
+	}
+	now := m.clock.Now()
+	out := buf[:0]
 	consider := func(i int) {
 		sl := m.slots[i]
-		if sl.next != "" || sl.quarantine != "" || !healthy(i) {
-			return
-		}
-		if ok, _ := r.matches(sl.dev); !ok {
+		if sl.next != "" || sl.quarantine != "" || !healthy[i] || !r.fits(sl, e.models) {
 			return
 		}
 		if sl.holder == "" {
@@ -140,7 +157,7 @@ func (m *Manager) candidates(e *entry, healthy func(int) bool) []candidate {
 			}
 			return
 		}
-		if m.preemptible(h, e) {
+		if m.preemptible(h, e, now) {
 			out = append(out, candidate{slot: i, class: classPaid, holder: h})
 		}
 	}
@@ -161,43 +178,57 @@ func (m *Manager) candidates(e *entry, healthy func(int) bool) []candidate {
 // preemptible reports whether paid workload h may yield its GPUs to e:
 // only to higher priority, only if it allows preemption, and only after
 // its minimum runtime.
-func (m *Manager) preemptible(h, e *entry) bool {
+func (m *Manager) preemptible(h, e *entry, now time.Time) bool {
 	if !e.w.Spec.Kind.Paid() || !h.w.Spec.Preemptible || e.w.Spec.Priority <= h.w.Spec.Priority {
 		return false
 	}
-	return m.clock.Now().Sub(h.w.StartedAt) >= h.w.Spec.MinRuntime
+	return now.Sub(h.w.StartedAt) >= h.w.Spec.MinRuntime
 }
 
-// choose picks n GPUs among cands, best fit first: the cheapest class, then
-// the smallest card that meets the request (big cards stay free for big
-// work), then the same model together, then by index. A paid holder counts
-// whole: taking one of its GPUs stops all of them, so its other GPUs come
-// along at no further cost. It returns nil when n cannot be met.
+// better orders candidates, best fit first: the cheapest class; among paid
+// victims the least important, then the one that started last (it has the
+// least unsaved work); then the smallest card that meets the request (big
+// cards stay free for big work), the same model together, and the index.
+func (m *Manager) better(a, b candidate) bool {
+	if a.class != b.class {
+		return a.class < b.class
+	}
+	if a.class == classPaid && a.holder != b.holder {
+		if pa, pb := a.holder.w.Spec.Priority, b.holder.w.Spec.Priority; pa != pb {
+			return pa < pb
+		}
+		return a.holder.w.StartedAt.After(b.holder.w.StartedAt)
+	}
+	sa, sb := m.slots[a.slot], m.slots[b.slot]
+	if sa.dev.MemoryBytes != sb.dev.MemoryBytes {
+		return sa.dev.MemoryBytes < sb.dev.MemoryBytes
+	}
+	if sa.model != sb.model {
+		return sa.model < sb.model
+	}
+	return a.slot < b.slot
+}
+
+// choose picks the n best candidates, or nil when there are fewer. A
+// request wants a few GPUs out of many candidates, so it keeps the n best
+// in one pass instead of sorting them all.
 func (m *Manager) choose(cands []candidate, n int) []candidate {
-	if len(cands) < n {
+	if n <= 0 || len(cands) < n {
 		return nil
 	}
-	sort.Slice(cands, func(a, b int) bool {
-		ca, cb := cands[a], cands[b]
-		if ca.class != cb.class {
-			return ca.class < cb.class
+	best := make([]candidate, 0, n)
+	for _, c := range cands {
+		if len(best) == n && !m.better(c, best[n-1]) {
+			continue
 		}
-		if ca.class == classPaid && ca.holder != cb.holder {
-			// Least important victim first; among equals, the one that
-			// started last has the least unsaved work.
-			if pa, pb := ca.holder.w.Spec.Priority, cb.holder.w.Spec.Priority; pa != pb {
-				return pa < pb
-			}
-			return ca.holder.w.StartedAt.After(cb.holder.w.StartedAt)
+		if len(best) < n {
+			best = append(best, c)
+		} else {
+			best[n-1] = c
 		}
-		da, db := m.slots[ca.slot].dev, m.slots[cb.slot].dev
-		if da.MemoryBytes != db.MemoryBytes {
-			return da.MemoryBytes < db.MemoryBytes
+		for i := len(best) - 1; i > 0 && m.better(best[i], best[i-1]); i-- {
+			best[i], best[i-1] = best[i-1], best[i]
 		}
-		if da.Name != db.Name {
-			return da.Name < db.Name
-		}
-		return ca.slot < cb.slot
-	})
-	return cands[:n]
+	}
+	return best
 }

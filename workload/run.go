@@ -81,9 +81,16 @@ func (r *runner) spawn(ctx context.Context, fn func(ctx context.Context)) {
 	}()
 }
 
-func (r *runner) healthy(i int) bool {
-	h, err := r.m.gpus.Health(r.m.slots[i].dev.UUID)
-	return err == nil && h.Healthy
+// health reads every GPU's health once per pass. The caller holds m.mu.
+func (m *Manager) health() []bool {
+	if m.healthy == nil {
+		m.healthy = make([]bool, len(m.slots))
+	}
+	for i, sl := range m.slots {
+		h, err := m.gpus.Health(sl.dev.UUID)
+		m.healthy[i] = err == nil && h.Healthy
+	}
+	return m.healthy
 }
 
 // schedule places queued work, starts the stops that were asked for and
@@ -113,13 +120,14 @@ func (r *runner) schedule(ctx context.Context) {
 		}
 		return a.Spec.ID < b.Spec.ID
 	})
+	healthy := m.health()
 	for _, e := range queued {
-		if !m.anyAvailable(r.healthy) {
+		if !m.anyAvailable(healthy) {
 			break // 10,000 queued specs cost nothing while the node is full
 		}
-		r.tryPlace(ctx, e)
+		r.tryPlace(ctx, e, healthy)
 	}
-	idle := m.idleSlots(r.healthy)
+	idle := m.idleSlots(healthy)
 	m.mu.Unlock()
 	if m.o.filler != nil && len(idle) > 0 {
 		r.fill(ctx, idle)
@@ -129,12 +137,12 @@ func (r *runner) schedule(ctx context.Context) {
 // anyAvailable reports whether some GPU is free or mining: without one no
 // placement can succeed but by preempting paid work, which needs a higher
 // priority; the caller holds m.mu.
-func (m *Manager) anyAvailable(healthy func(int) bool) bool {
+func (m *Manager) anyAvailable(healthy []bool) bool {
 	for i, sl := range m.slots {
 		if sl.next != "" || sl.quarantine != "" {
 			continue
 		}
-		if sl.holder == "" && healthy(i) {
+		if sl.holder == "" && healthy[i] {
 			return true
 		}
 		if h := m.work[sl.holder]; h != nil && !h.stopping && h.w.State == StateRunning &&
@@ -146,13 +154,21 @@ func (m *Manager) anyAvailable(healthy func(int) bool) bool {
 }
 
 // tryPlace reserves GPUs for e if it can have them now. The caller holds m.mu.
-func (r *runner) tryPlace(ctx context.Context, e *entry) {
-	m := r.m
+func (r *runner) tryPlace(ctx context.Context, e *entry, healthy []bool) {
+	if chosen := r.m.decide(e, healthy); chosen != nil {
+		r.place(ctx, e, chosen)
+	}
+}
+
+// decide is the allocation decision: the GPUs e would take now, by best fit,
+// the economic policy and the power budget, or nil. The caller holds m.mu.
+func (m *Manager) decide(e *entry, healthy []bool) []candidate {
 	n := e.w.Spec.GPUs.count()
-	cands := m.candidates(e, r.healthy)
+	cands := m.candidates(e, healthy, m.cands)
+	m.cands = cands[:0]
 	chosen := m.choose(cands, n)
 	if chosen == nil {
-		return
+		return nil
 	}
 	var mining []gpu.Device
 	for _, c := range chosen {
@@ -168,14 +184,14 @@ func (r *runner) tryPlace(ctx context.Context, e *entry) {
 			}
 			cands = slices.DeleteFunc(cands, func(c candidate) bool { return c.class == classMining })
 			if chosen = m.choose(cands, n); chosen == nil {
-				return
+				return nil
 			}
 		}
 	}
 	if !m.admit(chosen) {
-		return
+		return nil
 	}
-	r.place(ctx, e, chosen)
+	return chosen
 }
 
 // place reserves the chosen GPUs for e, preempts their holders and starts
@@ -237,10 +253,10 @@ func (r *runner) stop(ctx context.Context, e *entry, reason string) {
 }
 
 // idleSlots lists the GPUs a miner may fill. The caller holds m.mu.
-func (m *Manager) idleSlots(healthy func(int) bool) []int {
+func (m *Manager) idleSlots(healthy []bool) []int {
 	var idle []int
 	for i, sl := range m.slots {
-		if sl.holder == "" && sl.next == "" && sl.quarantine == "" && healthy(i) {
+		if sl.holder == "" && sl.next == "" && sl.quarantine == "" && healthy[i] {
 			idle = append(idle, i)
 		}
 	}
