@@ -1,12 +1,3 @@
-// Command inventory prints the GPUs of a node and what each is good for in
-// AI: rent for training, rent for inference, or keep mining.
-//
-// By default it reads a simulated rig, so it runs anywhere:
-//
-//	go run ./examples/inventory                      # 8x RTX 3080 on gen1 x1 risers
-//	go run ./examples/inventory -preset a40          # another simulated fleet
-//	go run ./examples/inventory -preset all          # every preset
-//	go run ./examples/inventory -backend nvml        # the real GPUs of this host
 package main
 
 import (
@@ -35,49 +26,77 @@ func main() {
 	}
 }
 
+// run is the command without the process around it: flags in args, the
+// report on w. -h prints the usage on w and succeeds.
 func run(ctx context.Context, w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
 	fs.SetOutput(w)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: inventory [-backend sim|nvml] [-preset name|all] [-notes=false]")
+		fmt.Fprintln(fs.Output(), "Prints the GPUs of a node and what each is good for in AI.")
+		fs.PrintDefaults()
+	}
 	backend := fs.String("backend", "sim", "where the GPUs come from: sim or nvml")
 	preset := fs.String("preset", "rtx3080-riser", "simulated fleet, or all: "+presetNames())
 	notes := fs.Bool("notes", true, "explain each verdict")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // asked for the usage, which Parse printed
+		}
+		return err
+	}
+	presets, err := choose(*backend, *preset)
+	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	switch *backend {
-	case "nvml":
+	if *backend == "nvml" {
 		b, err := nvml.New(ctx, nvml.WithLogger(log))
 		if err != nil {
 			return fmt.Errorf("open NVML: %w", err)
 		}
 		return report(ctx, w, "this host (NVML)", b, *notes, log)
-	case "sim":
-		presets := sim.Presets()
-		if *preset != "all" {
-			p, err := sim.PresetByName(*preset)
-			if err != nil {
-				return err
-			}
-			presets = []sim.Preset{p}
-		}
-		for i, p := range presets {
-			if i > 0 {
-				fmt.Fprintln(w)
-			}
-			rig, err := sim.New(p, sim.WithLogger(log))
-			if err != nil {
-				return err
-			}
-			if err := report(ctx, w, "simulated "+p.Name+": "+p.Description, rig, *notes, log); err != nil {
-				return err
-			}
-		}
-		return nil
-	default:
-		return fmt.Errorf("unknown backend %q: use sim or nvml", *backend)
 	}
+	for i, p := range presets {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		rig, err := sim.New(p, sim.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		if err := report(ctx, w, "simulated "+p.Name+": "+p.Description, rig, *notes, log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// choose checks -backend and -preset together, reporting every bad flag in
+// one error, and returns the simulated fleets to report (none for nvml,
+// which reads the host's GPUs and ignores -preset).
+func choose(backend, preset string) ([]sim.Preset, error) {
+	var errs []error
+	if backend != "sim" && backend != "nvml" {
+		errs = append(errs, fmt.Errorf("%w: unknown -backend %q: use sim or nvml", gpu.ErrInvalid, backend))
+	}
+	var presets []sim.Preset
+	switch {
+	case backend == "nvml":
+	case preset == "all":
+		presets = sim.Presets()
+	default:
+		p, err := sim.PresetByName(preset)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-preset: %w", err))
+		}
+		presets = []sim.Preset{p}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return presets, nil
 }
 
 func presetNames() string {
@@ -89,9 +108,8 @@ func presetNames() string {
 }
 
 func report(ctx context.Context, w io.Writer, title string, b gpu.Backend, notes bool, log *slog.Logger) error {
-	m, err := gpu.New(ctx, b, gpu.WithLogger(log))
+	m, err := gpu.New(ctx, b, gpu.WithLogger(log)) // closes b if it fails
 	if err != nil {
-		_ = b.Close()
 		return err
 	}
 	defer m.Close()
@@ -110,7 +128,7 @@ func report(ctx context.Context, w io.Writer, title string, b gpu.Backend, notes
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n",
 			d.Index, strings.TrimPrefix(d.Name, "NVIDIA "), d.Class, d.ComputeCapability,
 			gib(d.MemoryBytes), r.Link, r.HostLinkGBps, power(samples[i], d), d.ECC, r.Use,
-			params(r.Fit.InferenceFP16), params(r.Fit.InferenceINT4), params(r.Fit.QLoRA), params(r.Fit.FullFineTune),
+			params(r.Fit.InferenceFP16Params), params(r.Fit.InferenceINT4Params), params(r.Fit.QLoRAParams), params(r.Fit.FullFineTuneParams),
 			flags(r.Flags))
 	}
 	if err := tw.Flush(); err != nil {

@@ -60,18 +60,54 @@ func TestAllPresetsAtOnce(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	var out bytes.Buffer
-	err := run(context.Background(), &out, []string{"-preset", "rtx9090"})
-	require.Error(t, err)
-	assert.ErrorIs(t, err, gpu.ErrNotFound)
-	assert.Contains(t, err.Error(), "rtx3080-riser", "the error lists the presets")
+	tests := []struct {
+		name string
+		args []string
+		is   []error
+		want []string // every problem is named
+	}{
+		{"unknown preset", []string{"-preset", "rtx9090"}, []error{gpu.ErrNotFound},
+			[]string{`"rtx9090"`, "rtx3080-riser"}}, // the error lists the presets
+		{"unknown backend", []string{"-backend", "rocm"}, []error{gpu.ErrInvalid},
+			[]string{`"rocm"`, "use sim or nvml"}},
+		{"both at once", []string{"-backend", "rocm", "-preset", "rtx9090"}, []error{gpu.ErrInvalid, gpu.ErrNotFound},
+			[]string{`"rocm"`, "use sim or nvml", `"rtx9090"`, "rtx3080-riser"}},
+		{"unknown flag", []string{"-gpus", "4"}, nil, []string{"-gpus"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), &out, tt.args)
+			require.Error(t, err)
+			for _, is := range tt.is {
+				assert.ErrorIs(t, err, is)
+			}
+			for _, w := range tt.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.NotContains(t, out.String(), "== simulated", "nothing is reported on bad input")
+		})
+	}
+}
 
-	err = run(context.Background(), &out, []string{"-backend", "rocm"})
-	assert.ErrorContains(t, err, "use sim or nvml")
+// TestHelp: -h and -help print the usage and succeed, as a user asking
+// for help did nothing wrong.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		t.Run(arg, func(t *testing.T) {
+			var out bytes.Buffer
+			require.NoError(t, run(context.Background(), &out, []string{arg}))
+			assert.Contains(t, out.String(), "usage: inventory")
+			assert.Contains(t, out.String(), "-preset")
+			assert.Contains(t, out.String(), "cmp170hx", "the usage lists the presets")
+			assert.NotContains(t, out.String(), "== simulated", "help reports no GPUs")
+		})
+	}
 }
 
 // TestNVMLWithoutDriver: this machine has no NVIDIA driver, so the real
-// backend must say what to install instead of crashing.
+// backend must say what to do instead of crashing: install the driver, or,
+// in a build without cgo, rebuild with it.
 func TestNVMLWithoutDriver(t *testing.T) {
 	var out bytes.Buffer
 	err := run(context.Background(), &out, []string{"-backend", "nvml"})
@@ -81,7 +117,8 @@ func TestNVMLWithoutDriver(t *testing.T) {
 		return
 	}
 	assert.ErrorIs(t, err, gpu.ErrUnavailable)
-	assert.Contains(t, err.Error(), "install")
+	msg := err.Error()
+	assert.True(t, strings.Contains(msg, "install") || strings.Contains(msg, "CGO_ENABLED=1"), "no advice in %q", msg)
 	t.Logf("go run ./examples/inventory -backend nvml: %v", err)
 }
 

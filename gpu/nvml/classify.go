@@ -17,10 +17,10 @@ import (
 //
 //	| class       | rule                                                                  | examples                              |
 //	|-------------|-----------------------------------------------------------------------|---------------------------------------|
-//	| mining      | PCI device id of a CMP card (cmpDeviceIDs), or "CMP" in the name       | CMP 170HX (0x20c2), "NVIDIA Graphics Device" with a CMP id |
+//	| mining      | PCI device id of a CMP card (isCMP), or "CMP" in the name             | CMP 170HX (0x20c2), "NVIDIA Graphics Device" with a CMP id |
 //	| consumer    | brand GeForce/GeForce RTX/Titan/Titan RTX, or "GeForce"/"TITAN" in the name | NVIDIA GeForce RTX 3080, TITAN RTX |
 //	| workstation | brand Quadro/Quadro RTX/NVIDIA RTX/NVS, or "Quadro", "RTX A<digits>", "RTX PRO", "Ada Generation", T400/T600/T1000 in the name | RTX A6000, NVIDIA RTX 6000 Ada Generation |
-//	| datacenter  | brand Tesla, or a datacenter model token in the name (A100, H100, A40, L40S, T4, ..., see datacenterModels) | NVIDIA A100-SXM4-40GB, NVIDIA A40, Tesla T4 |
+//	| datacenter  | brand Tesla, or a datacenter model token in the name (A100, H100, A40, L40S, T4, ..., see isDatacenterModel) | NVIDIA A100-SXM4-40GB, NVIDIA A40, Tesla T4 |
 //	| unknown     | anything else, e.g. "NVIDIA Graphics Device" without a CMP id          |                                       |
 //
 // Mining comes first because CMP boards may report a GeForce or plain
@@ -47,7 +47,7 @@ func classify(brand gonvml.BrandType, brandOK bool, name string, pciDeviceID uin
 	}
 	for i, t := range toks {
 		switch {
-		case t == "QUADRO" || t == "NVS" || workstationModels[t]:
+		case t == "QUADRO" || t == "NVS" || isWorkstationModel(t):
 			return gpu.ClassWorkstation
 		case t == "ADA" && i > 0: // "RTX 6000 Ada Generation", "RTX 2000 Ada"
 			return gpu.ClassWorkstation
@@ -60,43 +60,58 @@ func classify(brand gonvml.BrandType, brandOK bool, name string, pciDeviceID uin
 	}
 	for _, t := range toks {
 		model, _, _ := strings.Cut(t, "-") // "A100-SXM4-40GB" -> "A100"
-		if t == "TESLA" || datacenterModels[model] {
+		if t == "TESLA" || isDatacenterModel(model) {
 			return gpu.ClassDatacenter
 		}
 	}
 	return gpu.ClassUnknown
 }
 
-// cmpDeviceIDs are the PCI device ids (vendor 0x10de) of NVIDIA's CMP
-// mining boards, from the PCI ID repository: 30HX, 40HX, 50HX, 70HX, 90HX
-// and both 170HX ids.
-var cmpDeviceIDs = map[uint32]bool{
-	0x2189: true, // TU116 CMP 30HX
-	0x1f0b: true, // TU106 CMP 40HX
-	0x1e09: true, // TU102 CMP 50HX
-	0x248a: true, // GA104 CMP 70HX
-	0x220d: true, // GA102 CMP 90HX
-	0x2082: true, // GA100 CMP 170HX
-	0x20c2: true, // GA100 CMP 170HX
-}
-
-// isCMP reads NVML's PciDeviceId, which is device<<16 | vendor.
+// isCMP reports whether NVML's PciDeviceId (device<<16 | vendor) is one of
+// NVIDIA's CMP mining boards, from the PCI ID repository: 30HX, 40HX, 50HX,
+// 70HX, 90HX and both 170HX ids. A switch, not a map, so no package state
+// can be changed.
 func isCMP(pciDeviceID uint32) bool {
-	return pciDeviceID&0xffff == 0x10de && cmpDeviceIDs[pciDeviceID>>16]
+	if pciDeviceID&0xffff != 0x10de {
+		return false
+	}
+	switch pciDeviceID >> 16 {
+	case 0x2189, // TU116 CMP 30HX
+		0x1f0b, // TU106 CMP 40HX
+		0x1e09, // TU102 CMP 50HX
+		0x248a, // GA104 CMP 70HX
+		0x220d, // GA102 CMP 90HX
+		0x2082, // GA100 CMP 170HX
+		0x20c2: // GA100 CMP 170HX
+		return true
+	}
+	return false
 }
 
-// datacenterModels are model tokens of datacenter boards.
-var datacenterModels = map[string]bool{
-	"K80": true, "M40": true, "M60": true, "P4": true, "P40": true, "P100": true,
-	"V100": true, "V100S": true, "T4": true,
-	"A2": true, "A10": true, "A10G": true, "A16": true, "A30": true, "A40": true, "A100": true, "A800": true,
-	"L4": true, "L20": true, "L40": true, "L40S": true,
-	"H20": true, "H100": true, "H200": true, "H800": true, "GH200": true,
-	"B100": true, "B200": true, "GB200": true, "B300": true, "GB300": true,
+// isDatacenterModel reports whether tok is the model token of a datacenter
+// board.
+func isDatacenterModel(tok string) bool {
+	switch tok {
+	case "K80", "M40", "M60", "P4", "P40", "P100",
+		"V100", "V100S", "T4",
+		"A2", "A10", "A10G", "A16", "A30", "A40", "A100", "A800",
+		"L4", "L20", "L40", "L40S",
+		"H20", "H100", "H200", "H800", "GH200",
+		"B100", "B200", "GB200", "B300", "GB300":
+		return true
+	}
+	return false
 }
 
-// workstationModels are workstation boards whose names carry no brand word.
-var workstationModels = map[string]bool{"T400": true, "T600": true, "T1000": true, "T1200": true}
+// isWorkstationModel reports whether tok is a workstation board whose name
+// carries no brand word.
+func isWorkstationModel(tok string) bool {
+	switch tok {
+	case "T400", "T600", "T1000", "T1200":
+		return true
+	}
+	return false
+}
 
 // tokens splits a product name into upper-case words.
 func tokens(name string) []string {

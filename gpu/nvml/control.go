@@ -23,21 +23,12 @@ func (b *Backend) PowerLimits(ctx context.Context, index int) (gpu.PowerLimits, 
 		rerr error
 	)
 	err = b.call(ctx, "read power limits", func() {
-		minMW, maxMW, ret := d.h.GetPowerManagementLimitConstraints()
+		l, op, ret := readPowerLimits(d.h)
 		if ret != gonvml.SUCCESS {
-			rerr = b.controlErr(d, "get power limit constraints", ret)
+			rerr = b.controlErr(d, op, ret)
 			return
 		}
-		cur, ret := d.h.GetPowerManagementLimit()
-		if ret != gonvml.SUCCESS {
-			rerr = b.controlErr(d, "get power limit", ret)
-			return
-		}
-		def, ret := d.h.GetPowerManagementDefaultLimit()
-		if ret != gonvml.SUCCESS {
-			def = cur
-		}
-		lim = gpu.PowerLimits{CurrentW: mwToW(cur), DefaultW: mwToW(def), MinW: mwToW(minMW), MaxW: mwToW(maxMW)}
+		lim = l
 	})
 	if err != nil {
 		return gpu.PowerLimits{}, err

@@ -40,7 +40,7 @@ func mockRTX3080() *mock.Device {
 		GetCurrPcieLinkGenerationFunc: func() (int, gonvml.Return) { return 1, ok },
 		GetCurrPcieLinkWidthFunc:      func() (int, gonvml.Return) { return 1, ok },
 		GetMaxPcieLinkGenerationFunc:  func() (int, gonvml.Return) { return 1, ok },
-		GetMaxPcieLinkWidthFunc:       func() (int, gonvml.Return) { return 1, ok },
+		GetMaxPcieLinkWidthFunc:       func() (int, gonvml.Return) { return 16, ok }, // the card's own width: the riser shows only in the current width
 		GetPowerManagementLimitConstraintsFunc: func() (uint32, uint32, gonvml.Return) {
 			return 100_000, 350_000, ok
 		},
@@ -97,6 +97,6 @@ func ExampleNew() {
 	fmt.Printf("power %.1f W, energy counter present: %t, %d°C, clocks held by %s\n",
 		s[0].PowerW.Value, s[0].EnergyMJ.Valid, s[0].TemperatureC.Value, s[0].ClockEvents.Value)
 	// Output:
-	// 0 NVIDIA GeForce RTX 3080: consumer, Ampere, 10 GiB, bus 0000:0a:00.0, link gen1 x1 (max gen1 x1), serial "", ECC unsupported
+	// 0 NVIDIA GeForce RTX 3080: consumer, Ampere, 10 GiB, bus 0000:0a:00.0, link gen1 x1 (max gen1 x16), serial "", ECC unsupported
 	// power 221.5 W, energy counter present: false, 62°C, clocks held by sw-power-cap
 }

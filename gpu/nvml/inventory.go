@@ -117,7 +117,9 @@ func (b *Backend) discoverOne(i int) (*device, error) {
 	if w, ret := h.GetMaxPcieLinkWidth(); p.ok("get max PCIe width", ret) {
 		info.LinkMax.Width = w
 	}
-	info.PowerLimit = powerLimits(p, h)
+	if lim, op, ret := readPowerLimits(h); p.ok(op, ret) {
+		info.PowerLimit = gpu.Some(lim)
+	}
 	if cur, _, ret := h.GetEccMode(); p.ok("get ECC mode", ret) {
 		info.ECC = feature(cur == gonvml.FEATURE_ENABLED)
 	}
@@ -139,22 +141,24 @@ func (b *Backend) discoverOne(i int) (*device, error) {
 	return d, nil
 }
 
-// powerLimits reads the limit and its constraints. The default limit falls
-// back to the current one when the device does not report it.
-func powerLimits(p *prober, h gonvml.Device) gpu.Optional[gpu.PowerLimits] {
+// readPowerLimits reads the limit and its constraints, for discovery and
+// for PowerLimits alike. The default limit falls back to the current one
+// when the device does not report it. On failure it names the NVML call
+// that failed and its code; otherwise ret is SUCCESS.
+func readPowerLimits(h gonvml.Device) (lim gpu.PowerLimits, op string, ret gonvml.Return) {
 	minMW, maxMW, ret := h.GetPowerManagementLimitConstraints()
-	if !p.ok("get power limit constraints", ret) {
-		return gpu.Optional[gpu.PowerLimits]{}
+	if ret != gonvml.SUCCESS {
+		return gpu.PowerLimits{}, "get power limit constraints", ret
 	}
 	cur, ret := h.GetPowerManagementLimit()
-	if !p.ok("get power limit", ret) {
-		return gpu.Optional[gpu.PowerLimits]{}
+	if ret != gonvml.SUCCESS {
+		return gpu.PowerLimits{}, "get power limit", ret
 	}
 	def, ret := h.GetPowerManagementDefaultLimit()
-	if !p.ok("get default power limit", ret) {
+	if ret != gonvml.SUCCESS {
 		def = cur
 	}
-	return gpu.Some(gpu.PowerLimits{CurrentW: mwToW(cur), DefaultW: mwToW(def), MinW: mwToW(minMW), MaxW: mwToW(maxMW)})
+	return gpu.PowerLimits{CurrentW: mwToW(cur), DefaultW: mwToW(def), MinW: mwToW(minMW), MaxW: mwToW(maxMW)}, "", gonvml.SUCCESS
 }
 
 func mwToW(mw uint32) float64 { return float64(mw) / 1000 }

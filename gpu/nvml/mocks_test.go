@@ -58,6 +58,7 @@ type state struct {
 	hangPower   chan struct{} // when set, GetPowerUsage blocks until it is closed
 	hangMu      sync.Mutex
 	hangStarted chan struct{} // closed when GetPowerUsage starts blocking
+	stuck       chan struct{} // when set, every GetPowerUsage blocks until it is closed
 }
 
 func (st *state) hang() (release func(), started <-chan struct{}) {
@@ -69,14 +70,32 @@ func (st *state) hang() (release func(), started <-chan struct{}) {
 	return func() { close(ch) }, st.hangStarted
 }
 
+// stick makes every GetPowerUsage block, as a wedged GPU makes the driver
+// block, until release is called.
+func (st *state) stick() (release func()) {
+	ch := make(chan struct{})
+	st.hangMu.Lock()
+	st.stuck = ch
+	st.hangMu.Unlock()
+	return sync.OnceFunc(func() {
+		st.hangMu.Lock()
+		st.stuck = nil
+		st.hangMu.Unlock()
+		close(ch)
+	})
+}
+
 func (st *state) blockIfHung() {
 	st.hangMu.Lock()
-	ch, started := st.hangPower, st.hangStarted
+	ch, started, stuck := st.hangPower, st.hangStarted, st.stuck
 	st.hangPower, st.hangStarted = nil, nil
 	st.hangMu.Unlock()
 	if ch != nil {
 		close(started)
 		<-ch
+	}
+	if stuck != nil {
+		<-stuck
 	}
 }
 
@@ -95,13 +114,15 @@ func ns[T any]() (T, gonvml.Return) {
 
 // rtx3080 is an RTX 3080 10 GiB on a mining riser forced to gen1 x1: no
 // serial, no ECC, no energy counter (values from the rtx3080 nvidia-smi
-// fixture, driver 550.54.14).
+// fixture, driver 550.54.14). NVML's max link width is the device's own 16
+// lanes; only the current width shows the riser's single lane, as in the
+// reference notes (nvidia.md §1.5) and gpu/sim's Card.
 func rtx3080(bus uint32) spec {
 	return spec{
 		name: "NVIDIA GeForce RTX 3080", brand: gonvml.BRAND_GEFORCE, arch: gonvml.DEVICE_ARCH_AMPERE,
 		ccMajor: 8, ccMinor: 6, memoryBytes: 10240 << 20, vbios: "94.02.71.40.8A",
 		pciDeviceID: 0x221610de, busID: fmt.Sprintf("00000000:%02X:00.0", bus), bus: bus,
-		linkGen: 1, linkWidth: 1, maxGen: 1, maxWidth: 1,
+		linkGen: 1, linkWidth: 1, maxGen: 1, maxWidth: 16,
 		powerMW: 98_990, minMW: 100_000, maxMW: 350_000, defaultMW: 320_000,
 		fan: true, tempC: 61, clockLock: true,
 	}
@@ -381,8 +402,12 @@ func (r *rig) newEventSet() (gonvml.EventSet, gonvml.Return) {
 }
 
 // xid queues an Xid event of GPU i.
-func (r *rig) xid(i int, xid uint64) {
-	r.events <- gonvml.EventData{Device: r.gpus[i].Device, EventType: gonvml.EventTypeXidCriticalError, EventData: xid,
+func (r *rig) xid(i int, xid uint64) { r.events <- xidEvent(r.gpus[i], xid) }
+
+// xidEvent is the event NVML reports for an Xid of a whole GPU (no MIG
+// instance).
+func xidEvent(g *gpuMock, xid uint64) gonvml.EventData {
+	return gonvml.EventData{Device: g.Device, EventType: gonvml.EventTypeXidCriticalError, EventData: xid,
 		GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF}
 }
 

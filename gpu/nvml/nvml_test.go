@@ -41,7 +41,9 @@ func TestInventoryHandBuiltCards(t *testing.T) {
 		linkMax     gpu.Link
 	}{
 		// A 10 GiB GeForce on a gen1 x1 riser: nothing datacenter about it.
-		{"rtx3080", gpu.ClassConsumer, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0a:00.0", gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 1}},
+		// The max width stays the card's x16; the riser shows only in the
+		// current width.
+		{"rtx3080", gpu.ClassConsumer, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0a:00.0", gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 16}},
 		// Calls itself "NVIDIA Graphics Device"; only its PCI id tells.
 		{"cmp170hx", gpu.ClassMining, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0b:00.0", gpu.Link{Gen: 1, Width: 4}, gpu.Link{Gen: 1, Width: 4}},
 		{"a40", gpu.ClassDatacenter, gpu.ArchAmpere, true, gpu.FeatureEnabled, gpu.FeatureUnsupported, "0000:41:00.0", gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 4, Width: 16}},
@@ -416,6 +418,51 @@ func TestSetPowerLimit(t *testing.T) {
 	err := b.SetPowerLimit(ctx, 0, 200)
 	assert.ErrorIs(t, err, gpu.ErrPermission)
 	assert.Contains(t, err.Error(), "run as root")
+}
+
+// TestPowerLimitsInventoryAgrees: discovery and PowerLimits read the limits
+// the same way, so the inventory and a later read agree, including the
+// fallback of a board that does not report its default limit.
+func TestPowerLimitsInventoryAgrees(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(g *gpuMock)
+		want    gpu.Optional[gpu.PowerLimits]
+		wantErr error
+		wantMsg string
+	}{
+		{"all reported", func(*gpuMock) {},
+			gpu.Some(gpu.PowerLimits{CurrentW: 300, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
+		{"no default limit: the current one stands in", func(g *gpuMock) {
+			g.state.limitMW.Store(250_000)
+			g.GetPowerManagementDefaultLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 250, DefaultW: 250, MinW: 100, MaxW: 300}), nil, ""},
+		{"constraints refused", func(g *gpuMock) {
+			g.GetPowerManagementLimitConstraintsFunc = func() (uint32, uint32, gonvml.Return) { return 0, 0, gonvml.ERROR_NO_PERMISSION }
+		}, gpu.Optional[gpu.PowerLimits]{}, gpu.ErrPermission, "get power limit constraints"},
+		{"limit unsupported", func(g *gpuMock) {
+			g.GetPowerManagementLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
+		}, gpu.Optional[gpu.PowerLimits]{}, gpu.ErrUnsupported, "get power limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(a40(0x41))
+			tt.mod(r.gpus[0])
+			b := newTestBackend(t, r)
+			devs, err := b.Devices(t.Context())
+			require.NoError(t, err, "a power limit the board will not tell is absent, not a failed device")
+			assert.Equal(t, tt.want, devs[0].PowerLimit, "inventory")
+
+			lim, err := b.PowerLimits(t.Context(), 0)
+			if tt.wantErr != nil {
+				assert.ErrorIs(t, err, tt.wantErr)
+				assert.ErrorContains(t, err, tt.wantMsg, "the error names the NVML call")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want.Value, lim, "PowerLimits")
+		})
+	}
 }
 
 func TestClocks(t *testing.T) {

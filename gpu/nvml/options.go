@@ -31,10 +31,6 @@ type config struct {
 	errs      []error
 }
 
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
 // WithLibraryPath loads NVML from path instead of libnvidia-ml.so.1 on the
 // loader's search path, e.g. for a driver installed under /usr/local.
 func WithLibraryPath(path string) Option {
@@ -86,7 +82,7 @@ func WithEventWait(d time.Duration) Option {
 func newConfig(opts []Option) (config, error) {
 	c := config{
 		log:       slog.New(slog.DiscardHandler),
-		clock:     systemClock{},
+		clock:     gpu.SystemClock{},
 		eventWait: DefaultEventWait,
 	}
 	for _, o := range opts {

@@ -33,9 +33,13 @@ const (
 	probeLinkWidth
 )
 
-var probeNames = [...]string{
-	"power", "energy", "temperature", "utilization", "memory", "sm-clock", "mem-clock",
-	"clock-events", "pcie-tx", "pcie-rx", "fan", "link-gen", "link-width",
+// probeNames lists the names of the probe bits in bit order. It is a
+// function so that no package state can be changed.
+func probeNames() [13]string {
+	return [...]string{
+		"power", "energy", "temperature", "utilization", "memory", "sm-clock", "mem-clock",
+		"clock-events", "pcie-tx", "pcie-rx", "fan", "link-gen", "link-width",
+	}
 }
 
 func (p probe) String() string {
@@ -43,7 +47,7 @@ func (p probe) String() string {
 		return "none"
 	}
 	var names []string
-	for i, n := range probeNames {
+	for i, n := range probeNames() {
 		if p&(1<<i) != 0 {
 			names = append(names, n)
 		}

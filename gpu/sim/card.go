@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"math"
 	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -75,8 +76,9 @@ type Card struct {
 
 // The model constructors below return fresh values so that no mutable
 // package state exists. Numbers marked "fixture" come from the nvidia-smi
-// dumps in shared/fixtures/nvidia-smi; the rest are the vendor's
-// specifications or, where marked, estimates.
+// dumps in shared/fixtures/nvidia-smi; those the tests check the models
+// against are copied into the module's gpu/testdata/nvidia-smi. The rest
+// are the vendor's specifications or, where marked, estimates.
 
 // RTX3080 is an NVIDIA GeForce RTX 3080 10 GB (GA102, non-LHR device id).
 // Fixture: rtx3080_driver536.40.xml (limits 320 W default, 100-336 W, idle
@@ -275,26 +277,9 @@ func (c *Card) linkIdle() gpu.Link {
 	return l
 }
 
-// bandwidth is the usable per-direction bandwidth of a link in bytes per
-// second, after line encoding.
-func bandwidth(l gpu.Link) uint64 {
-	var lane uint64
-	switch l.Gen {
-	case 1:
-		lane = 250_000_000
-	case 2:
-		lane = 500_000_000
-	case 3:
-		lane = 984_615_384
-	case 4:
-		lane = 1_969_230_769
-	case 5:
-		lane = 3_938_461_538
-	case 6:
-		lane = 7_876_923_077
-	}
-	if l.Width <= 0 {
-		return 0
-	}
-	return lane * uint64(l.Width)
+// bandwidthBytesPerS is the usable per-direction bandwidth of a link in
+// bytes per second: gpu.LinkGBps, the one table the SDK judges links by,
+// so that what the simulator carries and what readiness promises agree.
+func bandwidthBytesPerS(l gpu.Link) uint64 {
+	return uint64(math.Round(gpu.LinkGBps(l) * 1e9))
 }

@@ -43,7 +43,3 @@ func (c *ManualClock) Set(t time.Time) {
 	defer c.mu.Unlock()
 	c.now = t
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }

@@ -13,7 +13,8 @@ import (
 )
 
 // TestConformance runs the backend conformance suite on every preset, with
-// a driven clock so the energy counters move between samples.
+// a driven clock so the energy counters move between samples, and with the
+// rig's own faults for the hung-device and Xid checks.
 func TestConformance(t *testing.T) {
 	for _, p := range sim.Presets() {
 		t.Run(p.Name, func(t *testing.T) {
@@ -40,7 +41,21 @@ func TestConformance(t *testing.T) {
 					require.NotNil(t, clk, "backend not built by this harness")
 					clk.Advance(d)
 				},
+				// Close releases hung calls, so the hang needs no cleanup.
+				Hang: func(t *testing.T, b gpu.Backend, index int) {
+					require.NoError(t, rigOf(t, b).Hang(index))
+				},
+				InjectXID: func(t *testing.T, b gpu.Backend, index, xid int) {
+					require.NoError(t, rigOf(t, b).InjectXID(index, xid))
+				},
 			})
 		})
 	}
+}
+
+func rigOf(t *testing.T, b gpu.Backend) *sim.Rig {
+	t.Helper()
+	r, ok := b.(*sim.Rig)
+	require.True(t, ok, "backend %T not built by this harness", b)
+	return r
 }

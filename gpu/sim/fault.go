@@ -16,91 +16,63 @@ const XIDFallenOffBus = 79
 // the Manager's job. Xid 79 also marks the device lost: from then on its
 // Backend calls fail with gpu.ErrDeviceLost until Reset.
 func (r *Rig) InjectXID(index, xid int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errClosed
-	}
-	d, err := r.device(index)
-	if err != nil {
-		return err
-	}
-	if xid <= 0 {
-		return fmt.Errorf("%w: xid %d: Xid numbers are positive", gpu.ErrInvalid, xid)
-	}
-	if xid == XIDFallenOffBus {
-		d.lost, d.lostXID = true, xid
-	}
-	r.emit(gpu.Event{Index: index, UUID: d.info.UUID, Kind: gpu.EventXID, XID: xid, Time: r.now()})
-	r.log.Info("xid injected", "gpu", index, "xid", xid, "text", gpu.XIDText(xid))
-	return nil
+	return r.world(index, func(d *device) error {
+		if xid <= 0 {
+			return fmt.Errorf("%w: xid %d: Xid numbers are positive", gpu.ErrInvalid, xid)
+		}
+		if xid == XIDFallenOffBus {
+			d.lost, d.lostXID = true, xid
+		}
+		r.emit(gpu.Event{Index: index, UUID: d.info.UUID, Kind: gpu.EventXID, XID: xid, Time: r.now()})
+		r.log.Info("xid injected", "gpu", index, "xid", xid, "text", gpu.XIDText(xid))
+		return nil
+	})
 }
 
 // Hang makes every following Backend call on the device block until its
 // context ends (it then fails with the context's error wrapped), until
 // Unhang, Reset or Close. A Sample that includes the device blocks whole.
 func (r *Rig) Hang(index int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errClosed
-	}
-	d, err := r.device(index)
-	if err != nil {
-		return err
-	}
-	if d.hang == nil {
-		d.hang = make(chan struct{})
-	}
-	r.log.Info("device hung", "gpu", index)
-	return nil
+	return r.world(index, func(d *device) error {
+		if d.hang == nil {
+			d.hang = make(chan struct{})
+		}
+		r.log.Info("device hung", "gpu", index)
+		return nil
+	})
 }
 
 // Unhang ends a hang; blocked calls proceed.
 func (r *Rig) Unhang(index int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errClosed
-	}
-	d, err := r.device(index)
-	if err != nil {
-		return err
-	}
-	if d.hang != nil {
-		close(d.hang)
-		d.hang = nil
-	}
-	r.log.Info("device unhung", "gpu", index)
-	return nil
+	return r.world(index, func(d *device) error {
+		if d.hang != nil {
+			close(d.hang)
+			d.hang = nil
+		}
+		r.log.Info("device unhung", "gpu", index)
+		return nil
+	})
 }
 
 // FailNext makes the next n Backend calls on the device fail with err
 // (wrapped; match it with errors.Is). A Sample counts once per device in
 // it. n = 0 cancels pending failures.
 func (r *Rig) FailNext(index, n int, err error) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errClosed
-	}
-	d, derr := r.device(index)
-	if derr != nil {
-		return derr
-	}
-	var errs []error
-	if n < 0 {
-		errs = append(errs, fmt.Errorf("count %d is negative", n))
-	}
-	if err == nil && n > 0 {
-		errs = append(errs, errors.New("no error to fail with"))
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: fail next calls on GPU %d: %w", gpu.ErrInvalid, index, errors.Join(errs...))
-	}
-	d.failN, d.failErr = n, err
-	r.log.Info("failures injected", "gpu", index, "count", n, "err", err)
-	return nil
+	return r.world(index, func(d *device) error {
+		var errs []error
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("count %d is negative", n))
+		}
+		if err == nil && n > 0 {
+			errs = append(errs, errors.New("no error to fail with"))
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%w: fail next calls on GPU %d: %w", gpu.ErrInvalid, index, errors.Join(errs...))
+		}
+		d.failN, d.failErr = n, err
+		r.log.Info("failures injected", "gpu", index, "count", n, "err", err)
+		return nil
+	})
 }
 
 // BreakEvents makes WatchEvents fail with err wrapped (current watchers

@@ -250,10 +250,41 @@ func TestClose(t *testing.T) {
 		"SetPowerLimit": rig.SetPowerLimit(ctx, 0, 300),
 		"SetMIG":        rig.SetMIG(ctx, 0, true),
 		"SetLoad":       rig.SetLoad(0, sim.Load{}),
+		"Load":          loadErr(rig, 0),
+		"Reset":         rig.Reset(0),
 		"InjectXID":     rig.InjectXID(0, 79),
+		"Hang":          rig.Hang(0),
+		"Unhang":        rig.Unhang(0),
+		"FailNext":      rig.FailNext(0, 1, errors.New("flaky")),
 		"WatchEvents":   rig.WatchEvents(ctx, make(chan gpu.Event)),
 	}
 	for name, err := range calls {
 		assert.ErrorIs(t, err, gpu.ErrUnavailable, name)
 	}
+}
+
+// TestWorldCallsOnUnknownGPU: loads and faults aimed at a GPU the rig does
+// not have fail, say which, and leave the rig working.
+func TestWorldCallsOnUnknownGPU(t *testing.T) {
+	rig := newRig(t, sim.PresetRTX3090, nil) // GPUs 0-5
+	calls := map[string]error{
+		"SetLoad":   rig.SetLoad(6, sim.Load{Util: 1}),
+		"Load":      loadErr(rig, 6),
+		"Reset":     rig.Reset(-1),
+		"InjectXID": rig.InjectXID(6, 79),
+		"Hang":      rig.Hang(6),
+		"Unhang":    rig.Unhang(6),
+		"FailNext":  rig.FailNext(6, 1, errors.New("flaky")),
+	}
+	for name, err := range calls {
+		assert.ErrorIs(t, err, gpu.ErrNotFound, name)
+		assert.ErrorContains(t, err, "0-5", "%s: the error says which GPUs exist", name)
+	}
+	dst := []gpu.Sample{{Index: 0}, {Index: 5}}
+	assert.NoError(t, rig.Sample(context.Background(), dst), "the rig still works")
+}
+
+func loadErr(rig *sim.Rig, index int) error {
+	_, err := rig.Load(index)
+	return err
 }

@@ -176,7 +176,7 @@ func (d *device) recompute() {
 	} else {
 		st.link = c.linkIdle()
 	}
-	bw := bandwidth(st.link)
+	bw := bandwidthBytesPerS(st.link)
 	st.txBytesPS = min(l.PCIeTxBytesPerS, bw)
 	st.rxBytesPS = min(l.PCIeRxBytesPerS, bw)
 	st.gpuUtilPct = int(math.Round(l.Util * 100))

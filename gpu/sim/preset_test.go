@@ -2,7 +2,6 @@ package sim_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,8 +16,9 @@ import (
 	"github.com/gpufarm/gpufarm/gpu/sim"
 )
 
-// fixtureDir is shared/fixtures/nvidia-smi, next to the module.
-const fixtureDir = "../../../shared/fixtures/nvidia-smi"
+// fixtureDir holds the real nvidia-smi dumps the models cite, kept in the
+// module (provenance in its SOURCES.txt).
+const fixtureDir = "../testdata/nvidia-smi"
 
 // smiCard is what a test needs from the first GPU of an nvidia-smi dump.
 type smiCard struct {
@@ -33,14 +33,11 @@ type smiCard struct {
 }
 
 // readSMI parses the first GPU of a text (`nvidia-smi -q`) or XML
-// (`nvidia-smi -q -x`) dump. Missing fixtures fail the test in CI and skip
-// it elsewhere (a checkout without the shared folder).
+// (`nvidia-smi -q -x`) dump. The dumps are part of the module, so a
+// missing one fails the test.
 func readSMI(t *testing.T, name string) smiCard {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(fixtureDir, name))
-	if errors.Is(err, os.ErrNotExist) && os.Getenv("CI") != "true" {
-		t.Skipf("fixture %s not found next to the module", name)
-	}
 	require.NoError(t, err)
 	s := string(raw)
 	if strings.HasSuffix(name, ".xml") {

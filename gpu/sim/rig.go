@@ -85,7 +85,7 @@ const maxBacklog = 1024
 // the same preset always gives the same UUIDs, serials and bus ids. Bad
 // cards are reported all at once, wrapped in gpu.ErrInvalid.
 func New(p Preset, opts ...Option) (*Rig, error) {
-	cfg := config{clock: systemClock{}, log: slog.New(slog.DiscardHandler)}
+	cfg := config{clock: gpu.SystemClock{}, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -533,43 +533,44 @@ func (r *Rig) SetMIG(ctx context.Context, index int, enabled bool) error {
 // device do not affect it. A bad load is rejected whole, listing every
 // problem.
 func (r *Rig) SetLoad(index int, l Load) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errClosed
-	}
-	d, err := r.device(index)
-	if err != nil {
-		return err
-	}
-	if err := l.validate(&d.card); err != nil {
-		return fmt.Errorf("%w: load for GPU %d (%s): %w", gpu.ErrInvalid, index, d.info.Name, err)
-	}
-	d.advance(r.now())
-	d.load = l.clone()
-	d.recompute()
-	r.log.Debug("load set", "gpu", index, "util", l.Util, "memory_bytes", l.MemoryBytes, "processes", len(l.Processes))
-	return nil
+	return r.world(index, func(d *device) error {
+		if err := l.validate(&d.card); err != nil {
+			return fmt.Errorf("%w: load for GPU %d (%s): %w", gpu.ErrInvalid, index, d.info.Name, err)
+		}
+		d.advance(r.now())
+		d.load = l.clone()
+		d.recompute()
+		r.log.Debug("load set", "gpu", index, "util", l.Util, "memory_bytes", l.MemoryBytes, "processes", len(l.Processes))
+		return nil
+	})
 }
 
 // Load returns the load currently on a device.
 func (r *Rig) Load(index int) (Load, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return Load{}, errClosed
-	}
-	d, err := r.device(index)
-	if err != nil {
-		return Load{}, err
-	}
-	return d.load.clone(), nil
+	var l Load
+	err := r.world(index, func(d *device) error {
+		l = d.load.clone()
+		return nil
+	})
+	return l, err
 }
 
 // Reset simulates a GPU reset (nvidia-smi -r): it clears a lost state, a
 // hang and pending injected failures, ends the load, and restores the
 // default power limit and clocks. The energy counter keeps counting.
 func (r *Rig) Reset(index int) error {
+	return r.world(index, func(d *device) error {
+		d.reset(r.now())
+		r.log.Info("GPU reset", "gpu", index)
+		return nil
+	})
+}
+
+// world runs fn on the device at index with r.mu held, for the methods
+// that act on the physical world (loads, faults, resets): unlike a
+// Backend call (enter) they ignore hangs, injected failures and a lost
+// device, and fail only on a closed rig or an unknown index.
+func (r *Rig) world(index int, fn func(d *device) error) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -579,7 +580,36 @@ func (r *Rig) Reset(index int) error {
 	if err != nil {
 		return err
 	}
-	d.reset(r.now())
-	r.log.Info("GPU reset", "gpu", index)
-	return nil
+	return fn(d)
+}
+
+// SetGPULoad puts a workload's load on the device with that UUID: the
+// utilisation, memory and bus traffic that follow from util, and the
+// workload's processes. Its shape is workload.LoadFunc's, so a workload
+// manager on a simulated rig makes power follow what runs:
+//
+//	workload.WithLoad(rig.SetGPULoad)
+//
+// Unknown UUIDs and bad loads are logged and ignored: the caller reports
+// facts and has no one to return an error to.
+func (r *Rig) SetGPULoad(uuid string, util float64, pids []int) {
+	r.mu.Lock()
+	index, mem := -1, uint64(0)
+	for i, d := range r.devs {
+		if d.info.UUID == uuid {
+			index, mem = i, d.info.MemoryBytes
+		}
+	}
+	r.mu.Unlock()
+	if index < 0 {
+		r.log.Warn("load for unknown GPU ignored", "uuid", uuid)
+		return
+	}
+	l := Load{Util: util, MemUtil: util * 0.8, MemoryBytes: uint64(float64(mem) * 0.8 * util)}
+	for _, pid := range pids {
+		l.Processes = append(l.Processes, gpu.Process{PID: pid, UsedMemoryBytes: gpu.Some(l.MemoryBytes / uint64(len(pids)))})
+	}
+	if err := r.SetLoad(index, l); err != nil {
+		r.log.Warn("load ignored", "uuid", uuid, "err", err)
+	}
 }

@@ -116,6 +116,40 @@ func TestPowerFollowsLoad(t *testing.T) {
 	}
 }
 
+// TestPCIeCapMatchesReadiness: a busy device carries at most what
+// gpu.LinkGBps says its link does, the same figure readiness judges the
+// card by, from a gen1 x1 riser to a gen6 x16 slot.
+func TestPCIeCapMatchesReadiness(t *testing.T) {
+	tests := []struct {
+		name string
+		link gpu.Link // device link; no slot limit
+	}{
+		{"gen1 x1", gpu.Link{Gen: 1, Width: 1}},
+		{"gen1 x4 (CMP)", gpu.Link{Gen: 1, Width: 4}},
+		{"gen3 x16", gpu.Link{Gen: 3, Width: 16}},
+		{"gen4 x16", gpu.Link{Gen: 4, Width: 16}},
+		{"gen5 x16", gpu.Link{Gen: 5, Width: 16}},
+		{"gen6 x16", gpu.Link{Gen: 6, Width: 16}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := sim.A40()
+			c.DeviceLink = tt.link
+			rig, err := sim.New(sim.Preset{Name: "pcie", Cards: []sim.Card{c}}, sim.WithClock(sim.NewClock(t0)))
+			require.NoError(t, err)
+			defer rig.Close()
+			require.NoError(t, rig.SetLoad(0, sim.Load{Util: 1, PCIeRxBytesPerS: math.MaxUint64, PCIeTxBytesPerS: 1e6}))
+
+			s := sample(t, rig, 0)
+			assert.Equal(t, tt.link, s.Link, "a busy link trains to its best")
+			want := uint64(math.Round(gpu.LinkGBps(s.Link) * 1e9))
+			require.NotZero(t, want)
+			assert.Equal(t, gpu.Some(want), s.PCIeRxBytesPerS, "capped at gpu.LinkGBps")
+			assert.Equal(t, gpu.Some[uint64](1e6), s.PCIeTxBytesPerS, "below the cap, what the load asks")
+		})
+	}
+}
+
 func TestLoadDrivesReadings(t *testing.T) {
 	rig := newRig(t, sim.PresetRTX3080Riser, nil)
 	c := card(t, sim.PresetRTX3080Riser, 0)
