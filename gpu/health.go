@@ -70,6 +70,9 @@ func (e Event) reason() string {
 	case EventDoubleBitECC:
 		return "double bit ECC error"
 	case EventDeviceLost:
+		if e.XID != 0 {
+			return "xid " + strconv.Itoa(e.XID) + ": " + XIDText(e.XID) + " (device lost)"
+		}
 		return "device lost"
 	case EventEventPathBroken:
 		return "health event stream failed; device state unknown"

@@ -2,6 +2,7 @@ package workload_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -118,7 +119,7 @@ func (n *node) start() {
 	go func() { done <- n.m.Run(ctx) }()
 	n.stop = func() {
 		cancel()
-		if err := <-done; err != nil && err != context.Canceled {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			n.t.Errorf("Run: %v", err)
 		}
 		n.stop = func() {}

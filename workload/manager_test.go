@@ -274,3 +274,34 @@ func logOf(t *testing.T, n *node, id string) string {
 }
 
 var _ = os.Getenv
+
+// TestLostGPUFailsPaidWorkloadWithReason: a training job whose GPU falls off
+// the bus fails with that reason; the job on the other GPUs runs on.
+func TestLostGPUFailsPaidWorkloadWithReason(t *testing.T) {
+	n := newNode(t, nodeOpts{preset: "a40"})
+	ctx := context.Background()
+	_, err := n.m.Submit(ctx, trainer("doomed", 2, 1, t.TempDir()))
+	require.NoError(t, err)
+	_, err = n.m.Submit(ctx, trainer("fine", 2, 1, t.TempDir()))
+	require.NoError(t, err)
+	doomed := n.waitFor("doomed", workload.StateRunning)
+	n.waitFor("fine", workload.StateRunning)
+	idx := -1
+	for i, d := range n.devs {
+		if d.UUID == doomed.GPUs[1] {
+			idx = i
+		}
+	}
+	require.NoError(t, n.rig.InjectXID(idx, 79))
+	w := n.waitFor("doomed", workload.StateFailed)
+	assert.Contains(t, w.Reason, "xid 79")
+	assert.Contains(t, w.Reason, doomed.GPUs[1])
+	time.Sleep(100 * time.Millisecond)
+	f, _ := n.m.Get("fine")
+	assert.Equal(t, workload.StateRunning, f.State, "the other job runs on")
+	for _, g := range n.m.GPUs() {
+		if g.Device.UUID == doomed.GPUs[1] {
+			assert.Empty(t, g.Workload, "nothing is placed on a lost GPU")
+		}
+	}
+}
