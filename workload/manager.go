@@ -289,12 +289,9 @@ func (m *Manager) Watch(ctx context.Context, after uint64) <-chan Event {
 		last := after
 		for {
 			m.mu.Lock()
-			var batch []Event
-			for _, ev := range m.events {
-				if ev.Seq > last {
-					batch = append(batch, ev)
-				}
-			}
+			// The log is in Seq order: start after the last one sent.
+			i := sort.Search(len(m.events), func(i int) bool { return m.events[i].Seq > last })
+			batch := slices.Clone(m.events[i:])
 			notify := m.notify
 			m.mu.Unlock()
 			for _, ev := range batch {

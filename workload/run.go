@@ -543,10 +543,11 @@ func (r *runner) exited(ctx context.Context, e *entry, st isolation.ExitStatus, 
 	if e.w.State.Final() {
 		e.w.EndedAt = now
 	}
-	_ = m.persistEmit(ctx, e, ev)
+	ev.GPUs = slices.Clone(e.w.GPUs)
 	if e.w.State == StateQueued {
-		e.w.GPUs = nil
+		e.w.GPUs = nil // a requeued workload holds nothing
 	}
+	_ = m.persistEmit(ctx, e, ev)
 	if e.w.Spec.Kind == KindMining && e.w.State.Final() {
 		// Miners come and go with every handover; their records would
 		// pile up. The events tell what they did.
