@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"tags.cncf.io/container-device-interface/pkg/parser"
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
 
 // DefaultCDISpecDirs are where nvidia-ctk writes its specs: /etc/cdi and
@@ -95,6 +96,60 @@ func (r *CDIRegistry) known(name string) []string {
 		return []string{"none of kind " + kind}
 	}
 	return out
+}
+
+// uuidOf finds the UUID of the one GPU a device name stands for: the name
+// itself when it is a UUID ("GPU-..." or "MIG-..."), else the UUID-named
+// device of the same spec with exactly the same device nodes (nvidia-ctk
+// names each GPU both by index and by UUID). It returns "" when there is
+// no such single device ("all" on a host with several GPUs, or a spec
+// without UUID names).
+func (r *CDIRegistry) uuidOf(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dev := r.cache.GetDevice(name)
+	if dev == nil {
+		return ""
+	}
+	if isUUID(dev.Name) {
+		return dev.Name
+	}
+	want := nodeKey(dev.ContainerEdits.DeviceNodes)
+	if want == "" {
+		return ""
+	}
+	found := ""
+	for _, d := range dev.GetSpec().Devices {
+		if d.Name == dev.Name || !isUUID(d.Name) || nodeKey(d.ContainerEdits.DeviceNodes) != want {
+			continue
+		}
+		if found != "" {
+			return "" // two GPUs behind one name
+		}
+		found = d.Name
+	}
+	return found
+}
+
+func isUUID(name string) bool {
+	return strings.HasPrefix(name, "GPU-") || strings.HasPrefix(name, "MIG-")
+}
+
+// nodeKey identifies a set of device nodes by their host paths.
+func nodeKey(nodes []*cdispec.DeviceNode) string {
+	paths := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		p := n.HostPath
+		if p == "" {
+			p = n.Path
+		}
+		paths = append(paths, p)
+	}
+	if len(paths) == 0 {
+		return ""
+	}
+	sort.Strings(paths)
+	return strings.Join(paths, "\x00")
 }
 
 // Inject applies the devices' container edits (device nodes, device cgroup

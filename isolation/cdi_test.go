@@ -17,7 +17,8 @@ import (
 	"github.com/gpufarm/gpufarm/isolation"
 )
 
-const fixtures = "../../shared/fixtures/cdi"
+// fixtures are nvidia-ctk specs; provenance in testdata/cdi/SOURCES.txt.
+const fixtures = "testdata/cdi"
 
 // specDir copies one nvidia-ctk fixture into a spec dir of its own (two
 // specs of one kind naming the same devices in one dir conflict). The
@@ -107,6 +108,34 @@ func TestCDIRegistryResolvesNvidiaCtkSpecs(t *testing.T) {
 	})
 }
 
+// A GPU named by index gets the UUID the same spec gives its device nodes.
+func TestCDIRegistryFindsTheUUIDOfAnIndexName(t *testing.T) {
+	cases := []struct {
+		fixture string
+		name    string
+		uuid    string // "" when no single GPU stands behind the name
+	}{
+		{"tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml", "nvidia.com/gpu=0", "GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256"},
+		{"tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml", "nvidia.com/gpu=GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256", "GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256"},
+		// On a one-GPU host "all" is that GPU.
+		{"tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml", "nvidia.com/gpu=all", "GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256"},
+		{"tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml", "nvidia.com/gpu=1", ""},
+		{"tesla-t4_single-gpu_driver570.133.20_aws-g4dn.xlarge_etc-cdi-nvidia.yaml", "nvidia.com/gpu=0", "GPU-6cf00fa7-59ac-16f2-3e83-d24ccdc56f84"},
+		// UUID order differs from index order in this spec.
+		{"multi-gpu_4x_driver580.126.09_etc-cdi-nvidia_ABRIDGED-by-source.yaml", "nvidia.com/gpu=1", "GPU-78744930-b3ce-0ddd-4a63-f730116fc653"},
+		{"multi-gpu_4x_driver580.126.09_etc-cdi-nvidia_ABRIDGED-by-source.yaml", "nvidia.com/gpu=2", "GPU-8a73f553-110d-eaae-45ef-751617ac723c"},
+		{"multi-gpu_4x_driver580.126.09_etc-cdi-nvidia_ABRIDGED-by-source.yaml", "nvidia.com/gpu=3", "GPU-7c33d7b8-8cc2-676e-7678-b9a86d12cd93"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name+" in "+tc.fixture, func(t *testing.T) {
+			r, err := isolation.NewCDIRegistry(specDir(t, tc.fixture))
+			require.NoError(t, err)
+			require.NoError(t, r.Refresh())
+			assert.Equal(t, tc.uuid, isolation.UUIDOf(r, tc.name))
+		})
+	}
+}
+
 // requireRoot skips without root (mknod needs it), and fails in CI.
 func requireRoot(t *testing.T) {
 	t.Helper()
@@ -140,6 +169,8 @@ func TestWriteSimulatedCDI(t *testing.T) {
 		"nvidia.com/gpu=" + simulatedGPUs[0].UUID, "nvidia.com/gpu=" + simulatedGPUs[1].UUID,
 		"nvidia.com/gpu=all",
 	}, r.Devices())
+	assert.Equal(t, simulatedGPUs[1].UUID, isolation.UUIDOf(r, "nvidia.com/gpu=1"), "index names resolve to UUIDs as with nvidia-ctk")
+	assert.Empty(t, isolation.UUIDOf(r, "nvidia.com/gpu=all"), "two GPUs have no one UUID")
 
 	cases := []struct {
 		device string
@@ -175,6 +206,47 @@ func TestWriteSimulatedCDI(t *testing.T) {
 		_, err = isolation.WriteSimulatedCDI("relative", simulatedGPUs)
 		assert.ErrorIs(t, err, isolation.ErrInvalid)
 	})
+}
+
+// A failure after the first device node leaves the directory as it was.
+func TestWriteSimulatedCDIFailureLeavesNothing(t *testing.T) {
+	requireRoot(t)
+	cases := []struct {
+		name string
+		// block makes a later step fail with something that is not the
+		// function's to remove.
+		block string
+		says  string
+	}{
+		{"a GPU's node cannot be made", "dev/nvidia1/keep", "mknod"},
+		{"the spec cannot be written", isolation.SimulatedSpecFile + ".tmp/keep", "write CDI spec"},
+		{"the spec cannot be put in place", isolation.SimulatedSpecFile + "/keep", "write CDI spec"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			block := filepath.Join(dir, tc.block)
+			require.NoError(t, os.MkdirAll(filepath.Dir(block), 0o755))
+			require.NoError(t, os.WriteFile(block, nil, 0o644))
+			before := tree(t, dir)
+			_, err := isolation.WriteSimulatedCDI(dir, simulatedGPUs)
+			require.Error(t, err)
+			t.Logf("error: %v", err)
+			assert.Contains(t, err.Error(), tc.says)
+			assert.Equal(t, before, tree(t, dir), "nothing made is left")
+		})
+	}
+}
+
+// tree lists the paths below dir.
+func tree(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	require.NoError(t, filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		out = append(out, p)
+		return err
+	}))
+	return out
 }
 
 func itoa(i int64) string { return strconv.FormatInt(i, 10) }

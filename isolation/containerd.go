@@ -51,6 +51,11 @@ type Containerd struct {
 	imagesMu sync.Mutex
 	images   map[string]imageMeta
 
+	// stopLocks order a Stop's signal and its record against readers of
+	// the record; stopHook (tests) runs at Stop's steps.
+	stopLocks refLocks
+	stopHook  func(step string)
+
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -71,10 +76,15 @@ const leaseLabel = LabelPrefix + "create"
 const createLeaseExpiry = 10 * time.Minute
 
 // NewContainerd connects to containerd and starts enforcing the log cap.
-// It fails with ErrUnavailable when containerd does not answer.
+// It fails with ErrInvalid listing every bad option, and with
+// ErrUnavailable when containerd does not answer.
 func NewContainerd(ctx context.Context, opts ...Option) (*Containerd, error) {
-	o := buildOptions(opts)
-	r := &Containerd{opts: o, log: o.logger, done: make(chan struct{}), client: o.client, images: map[string]imageMeta{}, staleLease: time.Minute}
+	o, err := buildOptions(forContainerd, opts)
+	if err != nil {
+		return nil, err
+	}
+	r := &Containerd{opts: o, log: o.logger, done: make(chan struct{}), client: o.client, images: map[string]imageMeta{},
+		staleLease: time.Minute, stopHook: func(string) {}}
 	if r.client == nil {
 		if _, err := os.Stat(o.address); err != nil && !strings.Contains(o.address, "://") {
 			return nil, fmt.Errorf("%w: no containerd socket at %s (is containerd running? is the address right?): %w", ErrUnavailable, o.address, err)
@@ -192,6 +202,13 @@ func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
 		return Info{}, err
 	}
 	var problems []error
+	devs := validDevices(spec.GPUs)
+	if len(devs) > 0 {
+		if err := r.cdi.Refresh(); err != nil {
+			r.log.Warn("some CDI specs do not load; their devices are unavailable", "err", err)
+		}
+		spec.GPUs = r.withUUIDs(spec.GPUs)
+	}
 	if err := spec.Validate(); err != nil {
 		problems = append(problems, err)
 	}
@@ -200,10 +217,7 @@ func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
 	var img images.Image
 	if ValidateTenant(s.Tenant) == nil {
 		nctx := namespaces.WithNamespace(ctx, Namespace(s.Tenant))
-		if devs := validDevices(s.GPUs); len(devs) > 0 {
-			if err := r.cdi.Refresh(); err != nil {
-				r.log.Warn("some CDI specs do not load; their devices are unavailable", "err", err)
-			}
+		if len(devs) > 0 {
 			if err := r.cdi.Resolve(devs...); err != nil {
 				problems = append(problems, err)
 			}
@@ -362,6 +376,17 @@ func (r *Containerd) forgetImage(ctx context.Context, img images.Image) {
 	r.imagesMu.Unlock()
 }
 
+// withUUIDs fills the empty UUIDs the CDI specs tell, on a copy.
+func (r *Containerd) withUUIDs(gpus []GPU) []GPU {
+	out := append([]GPU(nil), gpus...)
+	for i, g := range out {
+		if g.UUID == "" && g.Device != "" {
+			out[i].UUID = r.cdi.uuidOf(g.Device)
+		}
+	}
+	return out
+}
+
 func validDevices(gpus []GPU) []string {
 	var out []string
 	for _, g := range gpus {
@@ -475,8 +500,12 @@ func taskErr(err error, ref Ref) error {
 // Stop sends the container's stop signal, waits up to its grace period,
 // then kills every process of the container. It records which of the two
 // ended it in the container's labels, so Wait (here or in a later
-// Runtime) reports ReasonStopped or ReasonKilled. If ctx ends first, Stop
-// returns ctx's error and the container keeps its state.
+// Runtime) reports ReasonStopped or ReasonKilled. A signal is recorded only
+// once containerd has delivered it: a process that exits on its own before
+// the signal reaches it, or a Stop whose ctx ends before the signal is
+// sent, leaves no record, and the exit is reported as ReasonExited. If ctx
+// ends first, Stop returns ctx's error; a signal already delivered stays
+// recorded, since the exit it causes is a stop.
 func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
@@ -504,11 +533,8 @@ func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		code, at, err := r.waitExit(wctx, ref)
 		exited <- waitResult{code, at, err} // buffered: never blocks
 	}()
-	if _, err := ctr.SetLabels(nctx, map[string]string{labelStop: "requested"}); err != nil {
-		return ExitStatus{}, mapErr(err, "label %s", ref)
-	}
 	r.log.Info("stopping container", "container", ref.String(), "signal", sig.String(), "grace", grace.String())
-	if err := r.kill(nctx, ref, sig, false); err != nil && !errors.Is(err, ErrState) {
+	if err := r.signalStop(nctx, ctr, ref, sig, false, "requested"); err != nil && !errors.Is(err, ErrState) {
 		return ExitStatus{}, err
 	}
 	timer := time.NewTimer(grace)
@@ -520,10 +546,7 @@ func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		return ExitStatus{}, ctx.Err()
 	case <-timer.C:
 		r.log.Warn("grace period over, killing container", "container", ref.String(), "grace", grace.String())
-		if _, err := ctr.SetLabels(nctx, map[string]string{labelStop: "killed"}); err != nil {
-			return ExitStatus{}, mapErr(err, "label %s", ref)
-		}
-		if err := r.kill(nctx, ref, syscall.SIGKILL, true); err != nil && !errors.Is(err, ErrState) {
+		if err := r.signalStop(nctx, ctr, ref, syscall.SIGKILL, true, "killed"); err != nil && !errors.Is(err, ErrState) {
 			return ExitStatus{}, err
 		}
 		select {
@@ -536,6 +559,28 @@ func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		return ExitStatus{}, res.err
 	}
 	return r.exitStatus(nctx, ctr, ref, res.code, res.at)
+}
+
+// signalStop sends sig and, once containerd has delivered it, records mark
+// in the stop label. ErrState means the process had already exited: no
+// signal, no record. Readers of the label (exitStatus) wait for the
+// record, so an exit the signal causes at once is not mistaken for a
+// natural one.
+func (r *Containerd) signalStop(ctx context.Context, ctr containerd.Container, ref Ref, sig syscall.Signal, all bool, mark string) error {
+	r.stopHook("before-signal")
+	unlock := r.stopLocks.lock(ref)
+	defer unlock()
+	if err := r.kill(ctx, ref, sig, all); err != nil {
+		return err
+	}
+	r.stopHook("signalled")
+	// The signal is out: record it even if ctx ends now.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := ctr.SetLabels(lctx, map[string]string{labelStop: mark}); err != nil {
+		return mapErr(err, "label %s", ref)
+	}
+	return nil
 }
 
 type waitResult struct {
@@ -588,8 +633,12 @@ func (r *Containerd) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
 	return r.exitStatus(nctx, ctr, ref, code, at)
 }
 
-// exitStatus reads the labels as they are after the exit and derives the reason.
+// exitStatus reads the labels as they are after the exit and derives the
+// reason. It waits for a Stop of this runtime that is between its signal
+// and the record of it.
 func (r *Containerd) exitStatus(ctx context.Context, ctr containerd.Container, ref Ref, code uint32, at time.Time) (ExitStatus, error) {
+	unlock := r.stopLocks.rlock(ref)
+	defer unlock()
 	labels, err := ctr.Labels(ctx)
 	if err != nil {
 		return ExitStatus{}, mapErr(err, "labels of %s", ref)
@@ -721,7 +770,10 @@ func (r *Containerd) info(ctx context.Context, ref Ref, ctr containerd.Container
 		info.State = StateCreated
 	case tasktypes.Status_STOPPED:
 		info.State = StateStopped
-		es := r.reason(ctx, ctr, l, ts.exitCode, ts.exitedAt)
+		es, err := r.exitStatus(ctx, ctr, ref, ts.exitCode, ts.exitedAt)
+		if err != nil {
+			return Info{}, err
+		}
 		info.Exit = &es
 	default:
 		info.State = StateUnknown
@@ -878,31 +930,112 @@ func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
 }
 
 // Import reads an OCI image layout or docker-save tar into the tenant's
-// namespace and unpacks it. An import that fails leaves no new namespace.
+// namespace and unpacks it. An import that fails leaves the tenant as it
+// was: images it added are deleted, images it re-pointed get their old
+// target back, and a namespace it created is removed.
 func (r *Containerd) Import(ctx context.Context, tenant string, rd io.Reader) ([]string, error) {
 	nctx, err := r.nsContext(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
 	existed := r.namespaceExists(ctx, Namespace(tenant))
-	imgs, err := r.client.Import(nctx, rd)
+	names, err := r.importLeased(nctx, tenant, existed, rd)
+	if err != nil {
+		r.dropNamespace(ctx, tenant, existed)
+		return nil, err
+	}
+	r.log.Info("images imported", "tenant", tenant, "images", names)
+	return names, nil
+}
+
+// importLeased imports under a lease that also holds the images the
+// import may re-point, so that their content survives until they are
+// restored; deleting the lease then collects whatever a failed import
+// brought.
+func (r *Containerd) importLeased(nctx context.Context, tenant string, existed bool, rd io.Reader) ([]string, error) {
+	var before []images.Image
+	if existed {
+		var err error
+		if before, err = r.client.ImageService().List(nctx); err != nil {
+			return nil, mapErr(err, "list images of tenant %q", tenant)
+		}
+	}
+	ls := r.client.LeasesService()
+	// containerd's own default for a client lease: an import of a large
+	// image on a slow disk must not lose its content half way.
+	lease, err := ls.Create(nctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
+	if err != nil {
+		return nil, mapErr(err, "import image for tenant %q", tenant)
+	}
+	var failed bool
+	defer func() {
+		var opts []leases.DeleteOpt
+		if failed {
+			opts = append(opts, leases.SynchronousDelete)
+		}
+		if err := ls.Delete(context.WithoutCancel(nctx), lease, opts...); err != nil {
+			r.log.Warn("remove import lease", "tenant", tenant, "err", err)
+		}
+	}()
+	for _, i := range before {
+		if err := ls.AddResource(nctx, lease, leases.Resource{ID: i.Target.Digest.String(), Type: "content"}); err != nil {
+			failed = true
+			return nil, mapErr(err, "hold image %s during the import", i.Name)
+		}
+	}
+	lctx := leases.WithLease(nctx, lease.ID)
+	imgs, err := r.client.Import(lctx, rd)
 	if err == nil && len(imgs) == 0 {
 		err = fmt.Errorf("%w: the tar names no image: tag it (annotation %s)", ErrInvalid, "io.containerd.image.name")
 	}
 	if err != nil {
-		r.dropNamespace(ctx, tenant, existed)
+		failed = true
+		// Import writes image records last, after all content is in, so
+		// a failure leaves none, unless writing a record itself fails.
 		return nil, mapErr(err, "import image for tenant %q", tenant)
 	}
 	names := make([]string, 0, len(imgs))
 	for _, i := range imgs {
 		img := containerd.NewImage(r.client, i)
-		if err := img.Unpack(nctx, r.opts.snapshotter); err != nil {
-			return nil, mapErr(err, "unpack %s", i.Name)
+		if err := img.Unpack(lctx, r.opts.snapshotter); err != nil {
+			failed = true
+			err = mapErr(err, "unpack %s for tenant %q: the image is damaged", i.Name, tenant)
+			if uerr := r.undoImport(nctx, imgs, before); uerr != nil {
+				err = errors.Join(err, uerr)
+			}
+			return nil, err
 		}
 		names = append(names, i.Name)
 	}
-	r.log.Info("images imported", "tenant", tenant, "images", names)
 	return names, nil
+}
+
+// undoImport deletes the images an import made and restores those it
+// re-pointed; containerd then collects their content.
+func (r *Containerd) undoImport(ctx context.Context, imported, before []images.Image) error {
+	ctx = context.WithoutCancel(ctx)
+	old := map[string]images.Image{}
+	for _, i := range before {
+		old[i.Name] = i
+	}
+	is := r.client.ImageService()
+	var errs []error
+	for _, i := range imported {
+		prev, ok := old[i.Name]
+		switch {
+		case ok && prev.Target.Digest == i.Target.Digest:
+			// The same image was there already: keep it.
+		case ok:
+			if _, err := is.Update(ctx, prev); err != nil {
+				errs = append(errs, mapErr(err, "restore image %s", i.Name))
+			}
+		default:
+			if err := is.Delete(ctx, i.Name, images.SynchronousDelete()); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, mapErr(err, "delete the image %s a failed import left", i.Name))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Pull fetches ref into the tenant's namespace and unpacks it. A failed
@@ -972,4 +1105,51 @@ func (r *Containerd) dropNamespace(ctx context.Context, tenant string, existed b
 		time.Sleep(20 * time.Millisecond)
 	}
 	r.log.Warn("could not remove the namespace a failed call created", "namespace", ns)
+}
+
+// refLocks are read-write locks by container, made on demand and dropped
+// when unused.
+type refLocks struct {
+	mu sync.Mutex
+	m  map[Ref]*refLock
+}
+
+type refLock struct {
+	sync.RWMutex
+	users int
+}
+
+func (l *refLocks) acquire(ref Ref) *refLock {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[Ref]*refLock{}
+	}
+	rl := l.m[ref]
+	if rl == nil {
+		rl = &refLock{}
+		l.m[ref] = rl
+	}
+	rl.users++
+	return rl
+}
+
+func (l *refLocks) release(ref Ref, rl *refLock) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rl.users--; rl.users == 0 {
+		delete(l.m, ref)
+	}
+}
+
+func (l *refLocks) lock(ref Ref) (unlock func()) {
+	rl := l.acquire(ref)
+	rl.Lock()
+	return func() { rl.Unlock(); l.release(ref, rl) }
+}
+
+func (l *refLocks) rlock(ref Ref) (unlock func()) {
+	rl := l.acquire(ref)
+	rl.RLock()
+	return func() { rl.RUnlock(); l.release(ref, rl) }
 }

@@ -43,7 +43,8 @@ func TestContainerSeesOnlyItsGPUs(t *testing.T) {
 			g := isolation.GPUFor(simulatedGPUs[0])
 			id := "gpu0-uuid"
 			if name == "by index" {
-				g.Device, id = "nvidia.com/gpu=0", "gpu0-index"
+				// No UUID given: Create takes it from the CDI spec.
+				g, id = isolation.GPU{Device: "nvidia.com/gpu=0"}, "gpu0-index"
 			}
 			es, out := f.run(t, isolation.Spec{
 				ID: id, Tenant: "gpus", Image: probeRef, GPUs: []isolation.GPU{g},
@@ -57,6 +58,9 @@ func TestContainerSeesOnlyItsGPUs(t *testing.T) {
 			assert.Equal(t, "ENXIO", r.Open["/dev/nvidiactl"], "the control node comes with any GPU")
 			assert.Equal(t, "ENOENT", r.Open["/dev/nvidia1"], "another GPU's node is absent")
 			assert.Equal(t, "EPERM", r.Open["/mnt/smuggle/nvidia1"], "a node reached through a mount is refused by the device cgroup")
+			info, err := f.rt.Inspect(ctx(t), isolation.Ref{Tenant: "gpus", ID: id})
+			require.NoError(t, err)
+			assert.Equal(t, []string{simulatedGPUs[0].UUID}, info.GPUs, "the container's labels name its GPU by UUID")
 		})
 	}
 
@@ -402,8 +406,9 @@ func TestBadInputCreatesNothing(t *testing.T) {
 		says   []string
 	}{
 		{"unknown image", func(s *isolation.Spec) { s.Image = "gpufarm.test/nope:1" }, isolation.ErrNotFound, []string{`image "gpufarm.test/nope:1"`, "import or pull"}},
-		{"malformed CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "gpu0"}} }, isolation.ErrInvalid, []string{`"gpu0"`, "not a CDI device name"}},
-		{"unknown CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=7"}} }, isolation.ErrNotFound, []string{`"nvidia.com/gpu=7"`, "nvidia.com/gpu=0"}},
+		{"malformed CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "gpu0", UUID: "GPU-0"}} }, isolation.ErrInvalid, []string{`"gpu0"`, "not a CDI device name"}},
+		{"unknown CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=7", UUID: "GPU-7"}} }, isolation.ErrNotFound, []string{`"nvidia.com/gpu=7"`, "nvidia.com/gpu=0"}},
+		{"several GPUs under one name without UUID", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=all"}} }, isolation.ErrInvalid, []string{`UUID is empty`, `"nvidia.com/gpu=all"`}},
 		{"negative limits", func(s *isolation.Spec) { s.Limits = isolation.Limits{MemoryBytes: -1, Pids: -2} }, isolation.ErrInvalid, []string{"MemoryBytes is -1", "Pids is -2"}},
 		{"missing mount source", func(s *isolation.Spec) {
 			s.Mounts = []isolation.Mount{{Source: "/nonexistent/dataset", Target: "/data", ReadOnly: true}}
@@ -413,7 +418,7 @@ func TestBadInputCreatesNothing(t *testing.T) {
 			s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=9"}}
 			s.Limits.CPUMillis = -5
 			s.Mounts = []isolation.Mount{{Source: "/nonexistent", Target: "relative"}}
-		}, isolation.ErrInvalid, []string{"gpufarm.test/nope:1", "nvidia.com/gpu=9", "CPUMillis is -5", "/nonexistent", `Target "relative"`}},
+		}, isolation.ErrInvalid, []string{"gpufarm.test/nope:1", "nvidia.com/gpu=9", "GPUs[0].UUID is empty", "CPUMillis is -5", "/nonexistent", `Target "relative"`}},
 		{"unknown tenant and image", func(s *isolation.Spec) { s.Tenant = "newcomer"; s.Image = "gpufarm.test/nope:1" }, isolation.ErrNotFound, []string{"newcomer"}},
 		{"bad tenant", func(s *isolation.Spec) { s.Tenant = "Bad/Tenant" }, isolation.ErrInvalid, []string{"Bad/Tenant"}},
 	}
@@ -496,4 +501,106 @@ func netInterfaces() ([]string, error) {
 		names = append(names, i.Name)
 	}
 	return names, nil
+}
+
+// Stop records its signal only once containerd delivered it: a Stop whose
+// ctx ends before the signal, or a process that exits on its own first,
+// leaves no record, so the exit is ReasonExited; and a Wait running beside
+// Stop sees the record even when the signal ends the process at once.
+func TestStopRecordsOnlyDeliveredSignals(t *testing.T) {
+	f := newFixture(t)
+	f.importImage(t, "stoprec", probeRef)
+	cases := []struct {
+		name string
+		// hook runs at Stop's steps; cancel ends Stop's ctx.
+		hook       func(t *testing.T, ref isolation.Ref, cancel context.CancelFunc) func(string)
+		stopErr    error
+		want       isolation.Reason
+		concurrent bool // Wait beside Stop
+	}{
+		{
+			name: "ctx ends before the signal",
+			hook: func(t *testing.T, ref isolation.Ref, cancel context.CancelFunc) func(string) {
+				return func(step string) {
+					if step == "before-signal" {
+						cancel()
+					}
+				}
+			},
+			stopErr: context.Canceled,
+			want:    isolation.ReasonExited,
+		},
+		{
+			name: "the process exits on its own before the signal",
+			hook: func(t *testing.T, ref isolation.Ref, _ context.CancelFunc) func(string) {
+				return func(step string) {
+					if step != "before-signal" {
+						return
+					}
+					require.NoError(t, f.rt.Signal(ctx(t), ref, syscall.SIGINT))
+					es, err := f.rt.Wait(ctx(t), ref)
+					require.NoError(t, err)
+					require.Equal(t, isolation.ReasonExited, es.Reason)
+				}
+			},
+			want: isolation.ReasonExited,
+		},
+		{
+			name: "a Wait beside Stop sees the stop",
+			hook: func(t *testing.T, ref isolation.Ref, _ context.CancelFunc) func(string) {
+				return func(step string) {
+					if step == "signalled" {
+						// The process exits on SIGTERM at once; the record
+						// comes later. Wait must not report it meanwhile.
+						time.Sleep(300 * time.Millisecond)
+					}
+				}
+			},
+			want:       isolation.ReasonStopped,
+			concurrent: true,
+		},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := f.start(t, isolation.Spec{ID: fmt.Sprintf("stoprec-%d", i), Tenant: "stoprec", Image: probeRef, Args: []string{"sleep"}})
+			f.waitOutput(t, ref, "sleeping")
+			stopCtx, cancel := context.WithCancel(ctx(t))
+			defer cancel()
+			isolation.SetStopHook(f.rt, tc.hook(t, ref, cancel))
+			defer isolation.SetStopHook(f.rt, func(string) {})
+
+			waited := make(chan isolation.ExitStatus, 1)
+			if tc.concurrent {
+				go func() { // ends when the container exits
+					es, err := f.rt.Wait(ctx(t), ref)
+					assert.NoError(t, err)
+					waited <- es
+				}()
+			}
+			es, err := f.rt.Stop(stopCtx, ref)
+			t.Logf("Stop: %+v, %v", es, err)
+			if tc.stopErr != nil {
+				require.ErrorIs(t, err, tc.stopErr)
+				info, err := f.rt.Inspect(ctx(t), ref)
+				require.NoError(t, err)
+				assert.Equal(t, isolation.StateRunning, info.State, "an undelivered Stop leaves the container running")
+				assert.NotContains(t, info.Labels, isolation.LabelPrefix+"stop", "and unrecorded")
+				require.NoError(t, f.rt.Signal(ctx(t), ref, syscall.SIGINT))
+			} else {
+				require.NoError(t, err)
+				assert.Equal(t, tc.want, es.Reason, "Stop's report")
+			}
+			again, err := f.rt.Wait(ctx(t), ref)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, again.Reason, "a later Wait's report")
+			if tc.concurrent {
+				select {
+				case es := <-waited:
+					assert.Equal(t, tc.want, es.Reason, "the concurrent Wait's report")
+				case <-time.After(30 * time.Second):
+					t.Fatal("the concurrent Wait did not return")
+				}
+			}
+		})
+	}
 }

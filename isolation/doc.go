@@ -8,7 +8,11 @@
 //     SDK restarts) and ImageStore (import an OCI tar, pull with
 //     credentials, per tenant).
 //   - Process: plain host processes for development machines. It isolates
-//     nothing and logs a warning saying so.
+//     nothing and logs a warning saying so. It needs WithLogDir.
+//
+// Recover, Import and Pull are reached by a type assertion on the Runtime
+// to Recoverer or ImageStore. Options are checked: a bad value fails
+// NewContainerd or NewProcess with ErrInvalid, every problem listed.
 //
 // # Containers
 //
@@ -32,7 +36,10 @@
 // rules, driver mounts and hooks. The registry is this package's own CDI
 // cache, rescanned on Create and never in the background, because
 // containerd's pkg/cdi.WithCDIDevices works only on CDI's process-wide
-// default cache. On machines without GPUs, WriteSimulatedCDI makes real
+// default cache. Each GPU also carries its UUID, which the labels record
+// for accounting and recovery; when it is missing, the containerd runtime
+// finds it in the CDI spec that names the same device nodes by UUID, and
+// otherwise refuses the spec. On machines without GPUs, WriteSimulatedCDI makes real
 // character devices (major 195) and a spec for them, so device isolation
 // is tested for real: a container opens its own node with ENXIO (allowed,
 // no driver), does not see the others, and gets EPERM from the device

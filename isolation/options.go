@@ -1,8 +1,11 @@
 package isolation
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -12,13 +15,20 @@ import (
 
 // Defaults of the runtime options.
 const (
-	DefaultAddress          = "/run/containerd/containerd.sock"
+	DefaultAddress = "/run/containerd/containerd.sock"
+	// DefaultLogDir is the containerd runtime's log directory when
+	// WithLogDir is not given. The process runtime has no default: it runs
+	// on development machines where /var/log is root's, so it asks.
 	DefaultLogDir           = "/var/log/gpufarm"
 	DefaultLogCapBytes      = 10 << 20
 	DefaultLogCheckInterval = time.Second
 	DefaultSnapshotter      = "overlayfs"
 	DefaultRuntimeName      = "io.containerd.runc.v2"
 )
+
+// minLogCapBytes is the smallest cap: half of it is kept, and half a byte
+// is nothing.
+const minLogCapBytes = 2
 
 // Option configures NewContainerd and NewProcess. Options that make no
 // sense for the process runtime (address, snapshotter, CDI) are ignored by it.
@@ -30,6 +40,7 @@ type options struct {
 	logger      *slog.Logger
 	clock       gpu.Clock
 	logDir      string
+	logDirSet   bool
 	logCap      int64
 	logEvery    time.Duration
 	cdiDirs     []string
@@ -37,10 +48,20 @@ type options struct {
 	runtimeName string
 }
 
-func buildOptions(opts []Option) options {
+// runtimeKind says which runtime options are built for: only the
+// containerd runtime has a default log directory.
+type runtimeKind int
+
+const (
+	forContainerd runtimeKind = iota
+	forProcess
+)
+
+// buildOptions applies opts over the defaults and reports every bad value
+// at once, wrapping ErrInvalid, instead of replacing it.
+func buildOptions(kind runtimeKind, opts []Option) (options, error) {
 	o := options{
 		address:     DefaultAddress,
-		logDir:      DefaultLogDir,
 		logCap:      DefaultLogCapBytes,
 		logEvery:    DefaultLogCheckInterval,
 		cdiDirs:     DefaultCDISpecDirs(),
@@ -54,20 +75,39 @@ func buildOptions(opts []Option) options {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.clock == nil {
-		o.clock = systemClock{}
+		o.clock = gpu.SystemClock{}
 	}
-	if o.logCap < 2 {
-		o.logCap = DefaultLogCapBytes
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...)))
 	}
+	switch {
+	case !o.logDirSet && kind == forProcess:
+		bad("the process runtime needs WithLogDir: give a directory this user can write, e.g. under os.UserCacheDir()")
+	case !o.logDirSet:
+		o.logDir = DefaultLogDir
+	case o.logDir == "" || !filepath.IsAbs(o.logDir):
+		bad("WithLogDir(%q): give an absolute directory", o.logDir)
+	}
+	if o.logCap < minLogCapBytes {
+		bad("WithLogCapBytes(%d): give at least %d bytes (the default is %d)", o.logCap, minLogCapBytes, DefaultLogCapBytes)
+	}
+	// Options a runtime ignores are still checked: a bad value is a bug
+	// in the caller either way.
 	if o.logEvery <= 0 {
-		o.logEvery = DefaultLogCheckInterval
+		bad("WithLogCheckInterval(%v): give a positive interval (the default is %v)", o.logEvery, DefaultLogCheckInterval)
 	}
-	return o
+	if o.client == nil && o.address == "" {
+		bad("WithAddress(\"\"): give containerd's socket (the default is %s)", DefaultAddress)
+	}
+	if o.snapshotter == "" {
+		bad("WithSnapshotter(\"\"): name a snapshotter (the default is %s)", DefaultSnapshotter)
+	}
+	if o.runtimeName == "" {
+		bad("WithRuntimeName(\"\"): name a runtime (the default is %s)", DefaultRuntimeName)
+	}
+	return o, errors.Join(errs...)
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // WithAddress is containerd's socket; DefaultAddress when not given.
 func WithAddress(address string) Option { return func(o *options) { o.address = address } }
@@ -84,16 +124,19 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // always real time: the processes are real.
 func WithClock(c gpu.Clock) Option { return func(o *options) { o.clock = c } }
 
-// WithLogDir is where container logs go, one file per container;
-// DefaultLogDir when not given.
-func WithLogDir(dir string) Option { return func(o *options) { o.logDir = dir } }
+// WithLogDir is where container logs go, one file per container: an
+// absolute directory, created if missing. The process runtime requires it;
+// the containerd runtime uses DefaultLogDir when it is not given.
+func WithLogDir(dir string) Option {
+	return func(o *options) { o.logDir, o.logDirSet = dir, true }
+}
 
-// WithLogCapBytes caps each container's log (see Logs); DefaultLogCapBytes
-// when not given.
+// WithLogCapBytes caps each container's log (see Logs), at least 2 bytes;
+// DefaultLogCapBytes when not given.
 func WithLogCapBytes(n int64) Option { return func(o *options) { o.logCap = n } }
 
 // WithLogCheckInterval is how often the containerd runtime enforces the
-// log cap; DefaultLogCheckInterval when not given.
+// log cap, a positive interval; DefaultLogCheckInterval when not given.
 func WithLogCheckInterval(d time.Duration) Option { return func(o *options) { o.logEvery = d } }
 
 // WithCDISpecDirs are the CDI spec directories, later ones taking

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Process runs each "container" as a plain child process of the SDK, for
@@ -46,17 +48,26 @@ type proc struct {
 	created time.Time
 	logPath string
 
-	// Set by Start; exit and stop under Process.mu; done closed at exit.
+	// Set by Start; gone, exit and stop under Process.mu; done closed at exit.
 	cmd  *exec.Cmd
 	logw *cappedLog
 	done chan struct{}
 	exit *ExitStatus
 	stop string
+	// gone: the process has exited and may be reaped at any moment, after
+	// which its PID (and process group ID) can be reused. Nothing signals
+	// it once gone is set; see reap.
+	gone bool
 }
 
-// NewProcess makes the non-isolating runtime and warns that it isolates nothing.
+// NewProcess makes the non-isolating runtime and warns that it isolates
+// nothing. WithLogDir is required (there is no default a non-root user can
+// write); bad options fail with ErrInvalid, every one listed.
 func NewProcess(opts ...Option) (*Process, error) {
-	o := buildOptions(opts)
+	o, err := buildOptions(forProcess, opts)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(o.logDir, 0o750); err != nil {
 		return nil, fmt.Errorf("isolation: log dir: %w", err)
 	}
@@ -143,16 +154,26 @@ func (p *Process) get(ref Ref) (*proc, error) {
 	return pr, nil
 }
 
+// idleLocked finds a process that is not running (created, or exited and
+// reaped); hint says what to do about a running one. The caller holds p.mu.
+func (p *Process) idleLocked(ref Ref, hint string) (*proc, error) {
+	pr, err := p.get(ref)
+	if err != nil {
+		return nil, err
+	}
+	if pr.done != nil && pr.exit == nil {
+		return nil, fmt.Errorf("%w: container %s is running: %s", ErrState, ref, hint)
+	}
+	return pr, nil
+}
+
 // Start runs the process, or runs it again once it has exited.
 func (p *Process) Start(ctx context.Context, ref Ref) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pr, err := p.get(ref)
+	pr, err := p.idleLocked(ref, "stop it first")
 	if err != nil {
 		return err
-	}
-	if pr.done != nil && pr.exit == nil {
-		return fmt.Errorf("%w: container %s is running", ErrState, ref)
 	}
 	bin, err := p.lookPath(pr.spec)
 	if err != nil {
@@ -175,7 +196,7 @@ func (p *Process) Start(ctx context.Context, ref Ref) error {
 		_ = logw.Close()
 		return fmt.Errorf("isolation: start %s: %w", ref, err)
 	}
-	pr.cmd, pr.logw, pr.done, pr.exit, pr.stop = cmd, logw, make(chan struct{}), nil, ""
+	pr.cmd, pr.logw, pr.done, pr.exit, pr.stop, pr.gone = cmd, logw, make(chan struct{}), nil, "", false
 	p.wg.Add(1)
 	go p.reap(pr) // ends when the process exits
 	p.log.Info("process started", "container", ref.String(), "pid", cmd.Process.Pid)
@@ -198,8 +219,30 @@ func processEnv(s Spec) []string {
 	return append(env, s.Env...) // later entries win
 }
 
+// reap waits for the process and records its end.
+//
+// PIDs are recycled once a process is reaped, so a signal sent by PID
+// after the reap could hit a stranger. To close that gap, reap first
+// waits for the exit without reaping (waitid WNOWAIT: the process stays a
+// zombie, its PID and process group ID stay taken), then sets gone under
+// p.mu, and only then reaps (cmd.Wait). Every signal is sent under p.mu
+// after checking gone, so it reaches the process, its group, or a zombie,
+// never a recycled PID.
 func (p *Process) reap(pr *proc) {
 	defer p.wg.Done()
+	pid := pr.cmd.Process.Pid
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			// Any other error (none is expected for our own child) falls
+			// through to cmd.Wait, which reports it.
+			break
+		}
+	}
+	p.mu.Lock()
+	pr.gone = true
+	p.mu.Unlock()
 	err := pr.cmd.Wait()
 	code := 0
 	if pr.cmd.ProcessState != nil {
@@ -224,6 +267,15 @@ func (p *Process) reap(pr *proc) {
 	p.mu.Unlock()
 }
 
+// signalLocked sends sig to the process group unless the process is
+// gone, and says whether it did. The caller holds p.mu.
+func (pr *proc) signalLocked(sig syscall.Signal) bool {
+	if pr.done == nil || pr.gone {
+		return false
+	}
+	return syscall.Kill(-pr.cmd.Process.Pid, sig) == nil
+}
+
 // Signal sends sig to the process.
 func (p *Process) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error {
 	p.mu.Lock()
@@ -232,10 +284,14 @@ func (p *Process) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error
 	if err != nil {
 		return err
 	}
-	if pr.done == nil || pr.exit != nil {
+	if pr.done == nil || pr.gone {
 		return fmt.Errorf("%w: container %s is not running", ErrState, ref)
 	}
-	return pr.cmd.Process.Signal(sig)
+	// Under p.mu and not gone: the PID is still this process's.
+	if err := syscall.Kill(pr.cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("isolation: signal %s: %w", ref, err)
+	}
+	return nil
 }
 
 // Stop signals the process group, waits the grace, then kills the group.
@@ -250,10 +306,11 @@ func (p *Process) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		p.mu.Unlock()
 		return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
 	}
-	done, pid := pr.done, pr.cmd.Process.Pid
-	if pr.exit == nil {
+	done := pr.done
+	// Recorded only if the signal went out: a process that exited on its
+	// own was not stopped.
+	if pr.signalLocked(pr.spec.StopSignal) {
 		pr.stop = "requested"
-		_ = syscall.Kill(-pid, pr.spec.StopSignal)
 	}
 	p.mu.Unlock()
 	timer := time.NewTimer(pr.spec.StopGrace)
@@ -264,9 +321,8 @@ func (p *Process) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		return ExitStatus{}, ctx.Err()
 	case <-timer.C:
 		p.mu.Lock()
-		if pr.exit == nil {
+		if pr.signalLocked(syscall.SIGKILL) {
 			pr.stop = "killed"
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 		p.mu.Unlock()
 		select {
@@ -303,12 +359,9 @@ func (p *Process) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
 func (p *Process) Delete(ctx context.Context, ref Ref) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pr, err := p.get(ref)
+	pr, err := p.idleLocked(ref, "stop it before deleting")
 	if err != nil {
 		return err
-	}
-	if pr.done != nil && pr.exit == nil {
-		return fmt.Errorf("%w: container %s is running: stop it before deleting", ErrState, ref)
 	}
 	delete(p.procs, ref)
 	return removeLogs(pr.logPath)
@@ -384,10 +437,9 @@ func (p *Process) Close() error {
 	}
 	p.closed = true
 	for ref, pr := range p.procs {
-		if pr.done != nil && pr.exit == nil {
-			p.log.Warn("process runtime closing: killing a running process", "container", ref.String())
+		if pr.signalLocked(syscall.SIGKILL) {
+			p.log.Warn("process runtime closing: killed a running process", "container", ref.String())
 			pr.stop = "killed"
-			_ = syscall.Kill(-pr.cmd.Process.Pid, syscall.SIGKILL)
 		}
 	}
 	p.mu.Unlock()

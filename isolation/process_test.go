@@ -159,3 +159,22 @@ func TestProcessLogsCappedAndCloseKills(t *testing.T) {
 	_, err = p.List(ctx, isolation.Filter{})
 	assert.ErrorIs(t, err, isolation.ErrUnavailable)
 }
+
+// A process that exited on its own is not signalled and not reported as
+// stopped: Stop and Signal check that it is gone under the same lock the
+// waiter marks it with, before the PID can be reaped and reused.
+func TestProcessExitedOnItsOwnIsNotSignalled(t *testing.T) {
+	p, _ := newProcess(t)
+	ctx := context.Background()
+	info, err := p.Create(ctx, shSpec("quick", "exit 5"))
+	require.NoError(t, err)
+	require.NoError(t, p.Start(ctx, info.Ref))
+	es, err := p.Wait(ctx, info.Ref)
+	require.NoError(t, err)
+	require.Equal(t, 5, es.Code)
+
+	assert.ErrorIs(t, p.Signal(ctx, info.Ref, syscall.SIGTERM), isolation.ErrState)
+	stopped, err := p.Stop(ctx, info.Ref)
+	require.NoError(t, err)
+	assert.Equal(t, isolation.ExitStatus{Code: 5, Reason: isolation.ReasonExited, ExitedAt: es.ExitedAt}, stopped)
+}

@@ -103,6 +103,20 @@ func (f Filter) match(tenant string, labels map[string]string) bool {
 
 // Runtime runs containers for the workload manager. Implementations are
 // safe for concurrent use.
+//
+// Optional features are separate interfaces, reached by a type assertion
+// on the Runtime: Recover through Recoverer (containers that outlive the
+// SDK), Import and Pull through ImageStore (per-tenant images). Containerd
+// implements both; Process neither.
+//
+//	if rec, ok := rt.(isolation.Recoverer); ok {
+//		infos, err := rec.Recover(ctx)
+//		...
+//	}
+//	if store, ok := rt.(isolation.ImageStore); ok {
+//		names, err := store.Import(ctx, tenant, tarReader)
+//		...
+//	}
 type Runtime interface {
 	// Create validates spec, resolves its GPUs and image, and creates the
 	// container without starting it. Bad input gets ErrInvalid (every
@@ -131,7 +145,8 @@ type Runtime interface {
 	Close() error
 }
 
-// Recoverer is a Runtime whose containers outlive the SDK process.
+// Recoverer is a Runtime whose containers outlive the SDK process; reach
+// it with rt.(isolation.Recoverer).
 type Recoverer interface {
 	// Recover finds the containers an earlier instance created, re-attaches
 	// to them and removes the leftovers of creations that never finished.
@@ -139,8 +154,9 @@ type Recoverer interface {
 	Recover(ctx context.Context) ([]Info, error)
 }
 
-// ImageStore is a Runtime that keeps images. Images belong to a tenant:
-// an image pulled with one tenant's credentials is not usable by another.
+// ImageStore is a Runtime that keeps images; reach it with
+// rt.(isolation.ImageStore). Images belong to a tenant: an image pulled
+// with one tenant's credentials is not usable by another.
 type ImageStore interface {
 	// Import reads an OCI image layout (or docker save) tar into the
 	// tenant's namespace, unpacks it and returns the image names.

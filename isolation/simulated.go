@@ -46,7 +46,8 @@ type SimulatedCDI struct {
 // it but no driver answers. mknod needs root (CAP_MKNOD); without it the
 // error wraps gpu.ErrPermission. Do not point dir at the host's real
 // specs: a second spec of kind nvidia.com/gpu with the same device names
-// in the same directory is a conflict and CDI drops those devices.
+// in the same directory is a conflict and CDI drops those devices. On
+// error it removes the nodes and directories it made.
 func WriteSimulatedCDI(dir string, devices []gpu.Device) (SimulatedCDI, error) {
 	var errs []error
 	minors, indexes := map[int]bool{}, map[int]bool{}
@@ -74,7 +75,47 @@ func WriteSimulatedCDI(dir string, devices []gpu.Device) (SimulatedCDI, error) {
 		DevDir:   filepath.Join(dir, "dev"),
 		Names:    map[int][]string{},
 	}
-	if err := os.MkdirAll(out.DevDir, 0o755); err != nil {
+	var made madePaths
+	out, err := writeSimulatedCDI(out, devices, &made)
+	if err != nil {
+		made.remove()
+		return SimulatedCDI{}, err
+	}
+	return out, nil
+}
+
+// madePaths are the files and directories WriteSimulatedCDI made, in
+// order, so a failure can take them back.
+type madePaths []string
+
+// mkdirAll is os.MkdirAll that remembers the directories it made.
+func (m *madePaths) mkdirAll(dir string, perm os.FileMode) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		*m = append(*m, missing[i])
+	}
+	return nil
+}
+
+// remove deletes what was made, newest first. A directory that something
+// else has filled meanwhile stays.
+func (m madePaths) remove() {
+	for i := len(m) - 1; i >= 0; i-- {
+		_ = os.Remove(m[i])
+	}
+}
+
+func writeSimulatedCDI(out SimulatedCDI, devices []gpu.Device, made *madePaths) (SimulatedCDI, error) {
+	if err := made.mkdirAll(out.DevDir, 0o755); err != nil {
 		return SimulatedCDI{}, fmt.Errorf("isolation: simulated CDI dir: %w", err)
 	}
 	mode := os.FileMode(0o666)
@@ -86,12 +127,12 @@ func WriteSimulatedCDI(dir string, devices []gpu.Device) (SimulatedCDI, error) {
 		host := filepath.Join(out.DevDir, name)
 		_ = os.Remove(host)
 		if err := unix.Mknod(host, unix.S_IFCHR|0o666, int(unix.Mkdev(nvidiaMajor, uint32(minor)))); err != nil {
-			cat := ErrUnavailable
 			if errors.Is(err, os.ErrPermission) {
-				cat = ErrPermission
+				return nil, fmt.Errorf("%w: mknod %s needs root (CAP_MKNOD): %w", ErrPermission, host, err)
 			}
-			return nil, fmt.Errorf("%w: mknod %s (needs root): %w", cat, host, err)
+			return nil, fmt.Errorf("%w: mknod %s: %w", ErrUnavailable, host, err)
 		}
+		*made = append(*made, host)
 		if err := os.Chmod(host, 0o666); err != nil { // mknod's mode passes through the umask
 			return nil, fmt.Errorf("isolation: chmod %s: %w", host, err)
 		}
@@ -136,6 +177,9 @@ func WriteSimulatedCDI(dir string, devices []gpu.Device) (SimulatedCDI, error) {
 		return SimulatedCDI{}, fmt.Errorf("isolation: encode CDI spec: %w", err)
 	}
 	tmp := out.SpecPath + ".tmp" // renamed into place so a concurrent scan never reads half a spec; .tmp is not scanned
+	if st, err := os.Lstat(tmp); err != nil || st.Mode().IsRegular() {
+		*made = append(*made, tmp) // ours to remove, even half written
+	}
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return SimulatedCDI{}, fmt.Errorf("isolation: write CDI spec: %w", err)
 	}

@@ -61,7 +61,12 @@ type GPU struct {
 	// Device is the fully qualified CDI name, e.g. "nvidia.com/gpu=GPU-8f1f...".
 	Device string
 	// UUID is the GPU's UUID, recorded in the container's labels for
-	// accounting and recovery. Empty when unknown.
+	// accounting and recovery, so it is required. GPUFor sets it. When it
+	// is empty, the containerd runtime takes it from its CDI specs if they
+	// name the same device by UUID (nvidia-ctk names each GPU by index and
+	// by UUID); otherwise Create fails with ErrInvalid. A name standing
+	// for several GPUs ("nvidia.com/gpu=all") has no one UUID: list the
+	// GPUs instead.
 	UUID string
 }
 
@@ -145,7 +150,7 @@ const defaultTmpBytes = 64 << 20
 
 // Validate reports every problem of the spec at once, each wrapping
 // ErrInvalid. It checks that mount sources exist, so it touches the host
-// filesystem, but it creates nothing.
+// filesystem, but it creates nothing. Every GPU needs its UUID (see GPU).
 func (s Spec) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -191,7 +196,10 @@ func (s Spec) Validate() error {
 			bad("spec.GPUs[%d].Device %q is given twice", i, g.Device)
 		}
 		seenDev[g.Device] = true
-		if strings.ContainsAny(g.UUID, ", ") {
+		switch {
+		case g.UUID == "":
+			bad("spec.GPUs[%d].UUID is empty: give the UUID of the GPU behind %q (GPUFor sets it; accounting and recovery need it)", i, g.Device)
+		case strings.ContainsAny(g.UUID, ", "):
 			bad("spec.GPUs[%d].UUID %q contains a comma or space", i, g.UUID)
 		}
 	}

@@ -28,7 +28,7 @@ func TestSpecValidate(t *testing.T) {
 			s.Env = []string{"A=1", "EMPTY="}
 			s.WorkingDir = "/work"
 			s.User = "1000:1000"
-			s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: "GPU-1"}, {Device: "nvidia.com/gpu=1"}}
+			s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: "GPU-1"}, {Device: "nvidia.com/gpu=1", UUID: "GPU-2"}}
 			s.Limits = isolation.Limits{CPUMillis: 1500, MemoryBytes: 1 << 30, Pids: 512}
 			s.Mounts = []isolation.Mount{{Source: dir, Target: "/data", ReadOnly: true}, {Source: dir, Target: "/ckpt"}}
 			s.Network = isolation.NetworkHost
@@ -46,8 +46,12 @@ func TestSpecValidate(t *testing.T) {
 		}, []string{"CPUMillis is -1", "MemoryBytes is -1", "Pids is -1", "StopGrace -1s", "TmpBytes is -1"}},
 		{"CPU below the kernel's quota", func(s *isolation.Spec) { s.Limits.CPUMillis = 5 }, []string{"CPUMillis is 5"}},
 		{"CDI names", func(s *isolation.Spec) {
-			s.GPUs = []isolation.GPU{{Device: "0"}, {Device: "nvidia.com/gpu"}, {Device: "nvidia.com/gpu=0"}, {Device: "nvidia.com/gpu=0"}}
+			s.GPUs = []isolation.GPU{{Device: "0", UUID: "GPU-0"}, {Device: "nvidia.com/gpu", UUID: "GPU-1"},
+				{Device: "nvidia.com/gpu=0", UUID: "GPU-0"}, {Device: "nvidia.com/gpu=0", UUID: "GPU-0"}}
 		}, []string{`"0" is not a CDI device name`, `"nvidia.com/gpu" is not a CDI device name`, "given twice"}},
+		{"GPU UUIDs", func(s *isolation.Spec) {
+			s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=0"}, {Device: "nvidia.com/gpu=1", UUID: "GPU-1,GPU-2"}}
+		}, []string{`GPUs[0].UUID is empty: give the UUID of the GPU behind "nvidia.com/gpu=0"`, `GPUs[1].UUID "GPU-1,GPU-2" contains a comma`}},
 		{"mounts", func(s *isolation.Spec) {
 			s.Mounts = []isolation.Mount{
 				{Source: "/does/not/exist", Target: "/data"},

@@ -109,16 +109,10 @@ func Launch(ctx context.Context, logf func(format string, args ...any)) (*Daemon
 	if err != nil {
 		return nil, fmt.Errorf("containerdtest: temp dir: %w", err)
 	}
-	d := &Daemon{
-		Address: filepath.Join(dir, "c.sock"),
-		Dir:     dir,
-		Root:    filepath.Join(dir, "root"),
-		State:   filepath.Join(dir, "state"),
-		Log:     filepath.Join(dir, "containerd.log"),
-		exited:  make(chan struct{}),
-	}
+	d := paths(dir)
+	d.exited = make(chan struct{})
 	config := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(config, []byte(d.config()), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(Config(dir)), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("containerdtest: write config: %w", err)
 	}
@@ -153,18 +147,23 @@ func Launch(ctx context.Context, logf func(format string, args ...any)) (*Daemon
 	return d, nil
 }
 
-func (d *Daemon) config() string {
+// Config is the configuration file of a daemon whose folder is dir, as
+// Launch writes it: root, state and sockets under dir, the CRI plugin and
+// the snapshotters and tracing a test does not use disabled, and no debug
+// or metrics listener, so daemons of parallel test packages never collide.
+func Config(dir string) string {
 	q := strconv.Quote
+	p := paths(dir)
 	return `version = 2
-root = ` + q(d.Root) + `
-state = ` + q(d.State) + `
+root = ` + q(p.Root) + `
+state = ` + q(p.State) + `
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
 [grpc]
-  address = ` + q(d.Address) + `
+  address = ` + q(p.Address) + `
 
 [ttrpc]
-  address = ` + q(d.Address+".ttrpc") + `
+  address = ` + q(p.Address+".ttrpc") + `
 
 [debug]
   address = ""
@@ -173,8 +172,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
   address = ""
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = ` + q(filepath.Join(d.Dir, "opt")) + `
+  path = ` + q(filepath.Join(dir, "opt")) + `
 `
+}
+
+// paths are the places of a daemon whose folder is dir.
+func paths(dir string) *Daemon {
+	return &Daemon{
+		Address: filepath.Join(dir, "c.sock"),
+		Dir:     dir,
+		Root:    filepath.Join(dir, "root"),
+		State:   filepath.Join(dir, "state"),
+		Log:     filepath.Join(dir, "containerd.log"),
+	}
 }
 
 func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {

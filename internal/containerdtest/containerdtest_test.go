@@ -28,6 +28,9 @@ func TestDaemonRunsContainerAndStopLeavesNothing(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Stop() })
 	require.True(t, len(d.Address) < 100, "socket path must fit a unix socket: %s", d.Address)
+	cfg, err := os.ReadFile(filepath.Join(d.Dir, "config.toml"))
+	require.NoError(t, err)
+	require.Equal(t, containerdtest.Config(d.Dir), string(cfg), "the daemon runs with Config")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -2,7 +2,7 @@
 //
 // Each daemon has its own root, state directory and socket in a short
 // temporary folder under /tmp (unix socket paths are limited to 108 bytes),
-// runs with the CRI plugin disabled, and is stopped when the test (or the
+// runs with the CRI plugin disabled (see Config), and is stopped when the test (or the
 // package, with Shared) ends: every task it ran is killed, its shims are
 // ended by process id, its mounts are detached and its folder removed.
 //

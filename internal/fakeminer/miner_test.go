@@ -272,8 +272,8 @@ func TestFormatting(t *testing.T) {
 
 func readFixture(t *testing.T, miner, name string) map[string]any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "fixtures", "miners", miner, name))
-	require.NoError(t, err, "fixtures live in ../shared next to the repo")
+	b, err := os.ReadFile(filepath.Join("testdata", miner, name))
+	require.NoError(t, err, "provenance in testdata/SOURCES.txt")
 	var v map[string]any
 	require.NoError(t, json.Unmarshal(b, &v))
 	return v
