@@ -46,7 +46,8 @@ type timings struct {
 	minRuntime  time.Duration
 }
 
-func run(ctx context.Context, w io.Writer, args []string) error {
+func run(ctx context.Context, out io.Writer, args []string) error {
+	w := &lockedWriter{w: out} // the story, the event printer and the live line write at once
 	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
 	fs.SetOutput(w)
 	short := fs.Bool("short", false, "shorter phases, for a smoke test")
@@ -582,4 +583,16 @@ func (e *env) trainer(id string, gpus, priority, steps int, every time.Duration,
 		s.Command = args
 	}
 	return s
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
