@@ -110,7 +110,12 @@ func (p *Process) Create(ctx context.Context, spec Spec) (Info, error) {
 	if s.Network == NetworkNone {
 		ignored = append(ignored, "network none (the process has the host network)")
 	}
-	p.log.Warn("process runtime: not isolated", "container", ref.String(), "ignored", strings.Join(ignored, ", "))
+	if len(ignored) > 0 {
+		p.log.Warn("process runtime: not isolated; spec settings ignored", "container", ref.String(), "ignored", strings.Join(ignored, ", "))
+	} else {
+		// NewProcess already warned that nothing is isolated.
+		p.log.Info("process runtime: not isolated", "container", ref.String())
+	}
 	pr := &proc{spec: s, created: p.opts.clock.Now(), logPath: filepath.Join(p.opts.logDir, Namespace(s.Tenant), s.ID+".log")}
 	p.procs[ref] = pr
 	return p.infoLocked(ref, pr), nil
