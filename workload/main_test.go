@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,4 +180,12 @@ func (n *node) waitMining(count int) {
 	n.t.Helper()
 	require.Eventually(n.t, func() bool { return n.mining() == count }, 20*time.Second, 10*time.Millisecond,
 		"want %d miners running, have %d", count, n.mining())
+}
+
+// waitLog waits until a workload's log shows text: a fake trainer that
+// has logged a step has its signal handler in place.
+func (n *node) waitLog(id, text string) {
+	n.t.Helper()
+	require.Eventually(n.t, func() bool { return strings.Contains(logOf(n.t, n, id), text) },
+		20*time.Second, 10*time.Millisecond, "workload %s never logged %q", id, text)
 }

@@ -119,6 +119,7 @@ func TestMinersFillAndYield(t *testing.T) {
 	assert.Equal(t, 4, seen[workload.EventPreempted], "four miners yielded")
 	t.Logf("handover from %v: drain %v, hygiene %v, total %v", started.Handover.From, started.Handover.Drain, started.Handover.Hygiene, started.Handover.Total)
 
+	n.waitLog("train-1", "'loss'") // its SIGTERM handler is in place
 	require.NoError(t, n.m.Cancel(ctx, "train-1"))
 	w = n.waitFor("train-1", workload.StateCancelled)
 	assert.Equal(t, 0, w.Exit.Code, "the trainer saved its checkpoint on SIGTERM and exited 0")
@@ -140,6 +141,7 @@ func TestPreemptionResumesFromCheckpoint(t *testing.T) {
 	require.NoError(t, err)
 	n.waitFor("low", workload.StateRunning)
 
+	n.waitLog("low", "'loss'")
 	b := trainer("high", 4, 5, dirB)
 	b.Preemptible = false
 	_, err = n.m.Submit(ctx, b)
@@ -192,6 +194,7 @@ func TestCurtailOrder(t *testing.T) {
 	_, err := n.m.Submit(ctx, trainer("train", 2, 1, dir))
 	require.NoError(t, err)
 	n.waitFor("train", workload.StateRunning)
+	n.waitLog("train", "'loss'")
 	n.waitMining(6)
 
 	// Lowering mining limits is enough for a mild target.
