@@ -64,6 +64,7 @@ type Containerd struct {
 var (
 	_ Runtime    = (*Containerd)(nil)
 	_ Recoverer  = (*Containerd)(nil)
+	_ Preparer   = (*Containerd)(nil)
 	_ ImageStore = (*Containerd)(nil)
 )
 
@@ -444,21 +445,26 @@ func (r *Containerd) Start(ctx context.Context, ref Ref) error {
 	}
 	task, err := ctr.NewTask(nctx, cio.LogFile(path))
 	if errdefs.IsAlreadyExists(err) {
-		// A task exists: restart it if it has exited.
 		ts, serr := r.taskState(nctx, ref.ID)
 		if serr != nil {
 			return serr
 		}
-		if ts.status != tasktypes.Status_STOPPED {
+		switch ts.status {
+		case tasktypes.Status_CREATED:
+			// Prepared: only the process is left to run.
+			task, err = ctr.Task(nctx, nil)
+		case tasktypes.Status_STOPPED:
+			// Restart a task that has exited.
+			if err := r.deleteTask(nctx, ref.ID); err != nil {
+				return mapErr(err, "remove the old task of %s", ref)
+			}
+			if err := ctr.Update(nctx, withoutLabels(labelStop, labelOOM)); err != nil {
+				return mapErr(err, "reset labels of %s", ref)
+			}
+			task, err = ctr.NewTask(nctx, cio.LogFile(path))
+		default:
 			return fmt.Errorf("%w: container %s is %s, not created or stopped", ErrState, ref, strings.ToLower(ts.status.String()))
 		}
-		if err := r.deleteTask(nctx, ref.ID); err != nil {
-			return mapErr(err, "remove the old task of %s", ref)
-		}
-		if err := ctr.Update(nctx, withoutLabels(labelStop, labelOOM)); err != nil {
-			return mapErr(err, "reset labels of %s", ref)
-		}
-		task, err = ctr.NewTask(nctx, cio.LogFile(path))
 	}
 	if err != nil {
 		return mapErr(err, "create task of %s", ref)
@@ -470,6 +476,37 @@ func (r *Containerd) Start(ctx context.Context, ref Ref) error {
 		return mapErr(err, "start %s", ref)
 	}
 	r.log.Info("container started", "container", ref.String(), "pid", task.Pid())
+	return nil
+}
+
+// Prepare makes the container's task, its shim, namespaces, cgroups and
+// device rules, without running its process: the slow half of Start, done
+// ahead so that Start only runs the process. Nothing of the image runs
+// until Start. Preparing a prepared container does nothing.
+func (r *Containerd) Prepare(ctx context.Context, ref Ref) error {
+	ctr, nctx, err := r.load(ctx, ref)
+	if err != nil {
+		return err
+	}
+	path := r.logPath(ref)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("isolation: log dir: %w", err)
+	}
+	_, err = ctr.NewTask(nctx, cio.LogFile(path))
+	if errdefs.IsAlreadyExists(err) {
+		ts, serr := r.taskState(nctx, ref.ID)
+		if serr != nil {
+			return serr
+		}
+		if ts.status == tasktypes.Status_CREATED {
+			return nil
+		}
+		return fmt.Errorf("%w: container %s is %s, not created", ErrState, ref, strings.ToLower(ts.status.String()))
+	}
+	if err != nil {
+		return mapErr(err, "prepare task of %s", ref)
+	}
+	r.log.Debug("container prepared", "container", ref.String())
 	return nil
 }
 

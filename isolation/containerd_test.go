@@ -604,3 +604,36 @@ func TestStopRecordsOnlyDeliveredSignals(t *testing.T) {
 		})
 	}
 }
+
+// TestPrepareThenStart: a prepared container runs nothing until Start, which
+// then only runs its process; a prepared container deletes cleanly.
+func TestPrepareThenStart(t *testing.T) {
+	f := newFixture(t)
+	f.importImage(t, "prep", probeRef)
+	c := ctx(t)
+	info, err := f.rt.Create(c, isolation.Spec{ID: "prep-1", Tenant: "prep", Image: probeRef, Args: []string{"sleep"}})
+	require.NoError(t, err)
+	require.NoError(t, f.rt.Prepare(c, info.Ref))
+	require.NoError(t, f.rt.Prepare(c, info.Ref), "preparing twice does nothing")
+	time.Sleep(100 * time.Millisecond)
+	assert.NotContains(t, f.output(t, info.Ref), "sleeping", "nothing of the image runs before Start")
+	in, err := f.rt.Inspect(c, info.Ref)
+	require.NoError(t, err)
+	assert.NotEqual(t, isolation.StateRunning, in.State)
+
+	require.NoError(t, f.rt.Start(c, info.Ref))
+	f.waitOutput(t, info.Ref, "sleeping")
+	assert.ErrorIs(t, f.rt.Prepare(c, info.Ref), isolation.ErrState, "a running container cannot be prepared")
+	_, err = f.rt.Stop(c, info.Ref)
+	require.NoError(t, err)
+	require.NoError(t, f.rt.Delete(c, info.Ref))
+
+	// Prepared, never started, then abandoned: Delete leaves nothing.
+	info, err = f.rt.Create(c, isolation.Spec{ID: "prep-2", Tenant: "prep", Image: probeRef, Args: []string{"sleep"}})
+	require.NoError(t, err)
+	require.NoError(t, f.rt.Prepare(c, info.Ref))
+	require.NoError(t, f.rt.Delete(c, info.Ref))
+	_, err = f.rt.Inspect(c, info.Ref)
+	assert.ErrorIs(t, err, isolation.ErrNotFound)
+	assert.Empty(t, snapshotKeys(t, f, "prep"), "no snapshot left")
+}

@@ -145,6 +145,14 @@ type Runtime interface {
 	Close() error
 }
 
+// Preparer is a Runtime that can do the slow part of a start ahead of
+// time: Prepare readies a created container so that Start only has to run
+// its process. The workload manager prepares the next container while the
+// GPUs' previous holders drain; reach it with rt.(isolation.Preparer).
+type Preparer interface {
+	Prepare(ctx context.Context, ref Ref) error
+}
+
 // Recoverer is a Runtime whose containers outlive the SDK process; reach
 // it with rt.(isolation.Recoverer).
 type Recoverer interface {

@@ -319,6 +319,12 @@ func (r *runner) launch(ctx context.Context, e *entry) {
 		r.abandon(ctx, e, StateFailed, "create container: "+err.Error(), false)
 		return
 	}
+	if p, ok := m.rt.(isolation.Preparer); ok {
+		if err := p.Prepare(ctx, e.w.Container); err != nil {
+			r.abandon(ctx, e, StateFailed, "prepare container: "+err.Error(), true)
+			return
+		}
+	}
 	if !r.drained(ctx, e, abort) {
 		r.abandonCreated(ctx, e)
 		return
