@@ -64,6 +64,8 @@ type entry struct {
 	pids        []int
 	models      []string      // normalised GPURequest.Models
 	abort       chan struct{} // closed to abandon a launch
+	releasedAt  time.Time     // when the last earlier holder freed a GPU of its launch
+	launched    chan struct{} // closed when its launch ends, started or not
 }
 
 // slot is one GPU as the scheduler sees it.

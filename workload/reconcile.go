@@ -88,6 +88,9 @@ func (r *runner) reconcile(ctx context.Context) error {
 				adopted[in.Ref] = true
 				_ = m.rt.Delete(ctx, in.Ref)
 			}
+			for _, u := range w.GPUs {
+				m.setLoad(u, 0, nil) // what ran there is gone
+			}
 			reason := "container vanished while the manager was down"
 			if w.State == StateScheduled {
 				reason = "manager restarted before the container started"

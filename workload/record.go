@@ -113,8 +113,12 @@ type Progress struct {
 type Handover struct {
 	// From are the workloads that gave up the GPUs.
 	From []string
-	// Drain is how long the previous holders took to stop.
+	// Drain is how long the previous holders took to stop and free the
+	// GPUs.
 	Drain time.Duration
+	// Prepare is how long creating and preparing the new container took;
+	// it overlaps the drain.
+	Prepare time.Duration
 	// Hygiene is the time spent checking for leftover processes and
 	// restoring power limits and clocks.
 	Hygiene time.Duration

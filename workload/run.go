@@ -39,6 +39,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}()
 	r := &runner{m: m, wg: &wg}
 	if err := r.reconcile(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return err
 	}
 	health := m.gpus.Watch(ctx)
@@ -203,7 +206,9 @@ func (r *runner) place(ctx context.Context, e *entry, chosen []candidate) {
 	e.w.Reason = ""
 	e.victims = nil
 	e.scheduledAt = time.Now()
+	e.releasedAt = e.scheduledAt
 	e.abort = make(chan struct{})
+	e.launched = make(chan struct{})
 	victims := map[string]*entry{}
 	for _, c := range chosen {
 		sl := m.slots[c.slot]
@@ -306,6 +311,7 @@ func (r *runner) fill(ctx context.Context, idle []int) {
 func (r *runner) launch(ctx context.Context, e *entry) {
 	m := r.m
 	t0 := e.scheduledAt
+	defer close(e.launched)
 	m.mu.Lock()
 	e.w.Attempt++
 	e.w.Container = isolation.Ref{Tenant: e.w.Spec.Tenant, ID: fmt.Sprintf("%s-%d", e.w.Spec.ID, e.w.Attempt)}
@@ -325,11 +331,14 @@ func (r *runner) launch(ctx context.Context, e *entry) {
 			return
 		}
 	}
+	prepare := time.Since(t0)
 	if !r.drained(ctx, e, abort) {
 		r.abandonCreated(ctx, e)
 		return
 	}
-	drain := time.Since(t0)
+	m.mu.Lock()
+	drain := e.releasedAt.Sub(t0)
+	m.mu.Unlock()
 	h0 := time.Now()
 	if err := r.hygiene(ctx, e); err != nil {
 		m.log.Error("handover refused: GPU not clean; it is quarantined and the workload requeued", "id", e.w.Spec.ID, "err", err)
@@ -353,7 +362,7 @@ func (r *runner) launch(ctx context.Context, e *entry) {
 	e.abort = nil
 	ev := Event{Type: EventStarted}
 	if len(e.victims) > 0 {
-		ev.Handover = &Handover{From: slices.Clone(e.victims), Drain: drain, Hygiene: hygiene, Total: time.Since(t0)}
+		ev.Handover = &Handover{From: slices.Clone(e.victims), Drain: drain, Prepare: prepare, Hygiene: hygiene, Total: time.Since(t0)}
 	}
 	_ = m.persistEmit(ctx, e, ev)
 	load := e.w.Spec.load()
@@ -508,11 +517,21 @@ func (r *runner) await(ctx context.Context, e *entry) {
 func (r *runner) exited(ctx context.Context, e *entry, st isolation.ExitStatus, err error) {
 	m := r.m
 	m.mu.Lock()
+	now0 := time.Now()
 	for _, sl := range m.slots {
 		if sl.holder == e.w.Spec.ID {
 			sl.holder = ""
 			m.setLoad(sl.dev.UUID, 0, nil)
+			if next := m.work[sl.next]; next != nil {
+				next.releasedAt = now0
+			}
 		}
+	}
+	// The workload that displaced e starts first; e's container is
+	// deleted after, off the handover's critical path.
+	var after chan struct{}
+	if by := m.work[e.preemptedBy]; by != nil {
+		after = by.launched
 	}
 	e.stopping = false
 	e.pids = nil
@@ -564,6 +583,12 @@ func (r *runner) exited(ctx context.Context, e *entry, st isolation.ExitStatus, 
 	m.released()
 	m.mu.Unlock()
 	r.spawn(ctx, func(ctx context.Context) {
+		if after != nil {
+			select {
+			case <-after:
+			case <-ctx.Done():
+			}
+		}
 		if err := m.rt.Delete(context.WithoutCancel(ctx), ref); err != nil && !errors.Is(err, isolation.ErrNotFound) {
 			m.log.Warn("delete ended container", "container", ref.String(), "err", err)
 		}
