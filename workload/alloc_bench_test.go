@@ -135,3 +135,20 @@ func TestAllocateBigNode(t *testing.T) {
 	}
 	require.Greater(t, placed, 100, "most specs can preempt miners")
 }
+
+// BenchmarkSchedulePass measures one pass over the 10,000 queued specs
+// under the manager's lock when none can be placed (a standing power cap
+// admits nothing), the worst case of every scheduling tick.
+func BenchmarkSchedulePass(b *testing.B) {
+	m, queue := bigNode(b)
+	m.budgetW = 1 // nothing fits: every decision is refused at admission
+	healthy := m.health()
+	placed := 0
+	b.ResetTimer()
+	for b.Loop() {
+		m.mu.Lock()
+		m.placeQueued(queue, healthy, func(*entry, []candidate) { placed++ })
+		m.mu.Unlock()
+	}
+	b.ReportMetric(float64(placed), "placed")
+}

@@ -31,8 +31,13 @@ func ExampleManager() {
 		return workload.Spec{Tenant: "mining", Image: "miner", Command: []string{"sleep", "3600"}, StopGrace: time.Second}, true
 	})
 	m, _ := workload.New(gpus, rt, workload.WithFiller(miner), workload.WithLoad(rig.SetGPULoad))
-	defer m.Close()
-	go m.Run(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-ran // Run owns its goroutines; wait before closing what they use
+		m.Close()
+	}()
 
 	events := m.Watch(ctx, 0)
 	mining := func() int {

@@ -38,6 +38,8 @@ type Manager struct {
 	budgetW float64
 	closed  bool
 	running bool
+	ran     bool
+	done    chan struct{} // closed when Run returns
 	minerN  int
 
 	drawW      float64 // total GPU draw at the last measurement
@@ -100,11 +102,14 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	if o.store == nil {
 		o.store = NewMemoryStore()
 	}
 	if o.policy == nil {
-		o.policy = AlwaysRent
+		o.policy = AlwaysRent()
 	}
 	m := &Manager{
 		gpus: gpus, rt: rt, store: o.store, log: o.log, clock: o.clock, o: o,
@@ -114,6 +119,7 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 		changed:    make(chan struct{}),
 		budgetW:    o.budgetW,
 		kick:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
 		curtailReq: make(chan curtailReq),
 	}
 	for i, d := range gpus.Devices() {
@@ -124,8 +130,15 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 }
 
 // Close closes the store. Containers keep running; a new Manager re-adopts
-// them. Close is idempotent; stop Run first by cancelling its context.
+// them. Stop Run first by cancelling its context and waiting for it: Close
+// refuses while Run runs. Close is idempotent.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	running := m.running
+	m.mu.Unlock()
+	if running {
+		return fmt.Errorf("%w: Run is still running: cancel its context and wait for it before Close", ErrInvalid)
+	}
 	var err error
 	m.closeO.Do(func() {
 		m.mu.Lock()
@@ -236,9 +249,13 @@ func (m *Manager) List(f Filter) []Workload {
 // GPU is one GPU as the workload manager sees it.
 type GPU struct {
 	Device gpu.Device
-	// Workload holds the GPU (starting, running or stopping); Next has
-	// reserved it. Both are empty when the GPU is idle.
+	// Healthy is false once the GPU reported a fatal fault.
+	Healthy bool
+	// Workload holds the GPU (starting, running or stopping), of Kind and
+	// Tenant; Next has reserved it. Both are empty when the GPU is idle.
 	Workload, Next string
+	Kind           Kind
+	Tenant         string
 	// Quarantine says why the GPU is out of use, when it is.
 	Quarantine string
 }
@@ -249,7 +266,11 @@ func (m *Manager) GPUs() []GPU {
 	defer m.mu.Unlock()
 	out := make([]GPU, len(m.slots))
 	for i, s := range m.slots {
-		out[i] = GPU{Device: s.dev, Workload: s.holder, Next: s.next, Quarantine: s.quarantine}
+		h, err := m.gpus.Health(s.dev.UUID)
+		out[i] = GPU{Device: s.dev, Healthy: err == nil && h.Healthy, Workload: s.holder, Next: s.next, Quarantine: s.quarantine}
+		if e := m.work[s.holder]; e != nil {
+			out[i].Kind, out[i].Tenant = e.w.Spec.Kind, e.w.Spec.Tenant
+		}
 	}
 	return out
 }

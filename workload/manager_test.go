@@ -2,7 +2,6 @@ package workload_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -22,8 +22,22 @@ func TestSpecValidateReportsEverything(t *testing.T) {
 		Resources: isolationLimits(-1), StopGrace: -time.Second, Load: 2, PricePerGPUHour: -1,
 	}.Validate()
 	require.ErrorIs(t, err, workload.ErrInvalid)
-	for _, field := range []string{"ID:", "Kind:", "Tenant:", "GPUs.Count:", "Image:", "Env:", "Resources:", "StopGrace:", "Load:", "PricePerGPUHour:"} {
+	for _, field := range []string{"ID:", "Kind:", "tenant", "GPUs.Count:", "spec.Image", "spec.Env[0]", "spec.Limits.Pids",
+		"spec.StopGrace", "Load:", "PricePerGPUHour:"} {
 		assert.Contains(t, err.Error(), field)
+	}
+	assert.Equal(t, 1, strings.Count(err.Error(), "StopGrace"), "each problem is named once")
+
+	// What the container runtime would refuse is refused at once, before
+	// any miner is displaced for it.
+	err = workload.Spec{
+		ID: "a--b", Kind: workload.KindTraining, Tenant: "acme", GPUs: workload.GPURequest{Count: 1}, Image: "x",
+		Mounts: []isolation.Mount{{Source: "relative/dir", Target: "/data"}, {Source: "/", Target: "/proc"}},
+		Labels: map[string]string{"io.gpufarm/workload": "spoof"},
+	}.Validate()
+	require.ErrorIs(t, err, workload.ErrInvalid)
+	for _, what := range []string{"ID:", "Mounts[0].Source", "Mounts[1].Target", "io.gpufarm/workload"} {
+		assert.Contains(t, err.Error(), what)
 	}
 }
 
@@ -212,11 +226,23 @@ func TestCurtailOrder(t *testing.T) {
 	rep, err = n.m.Curtail(ctx, 300)
 	require.NoError(t, err)
 	t.Logf("curtail to 300 W: %+v", rep)
+	// Miners go one by one, the hungriest first, then training is
+	// throttled, and only then stopped.
 	var actions []string
 	for _, s := range rep.Steps {
-		actions = append(actions, s.Action)
+		a := s.Action
+		if strings.HasPrefix(a, "stop mining ") {
+			a = "stop mining"
+		}
+		if len(actions) == 0 || actions[len(actions)-1] != a {
+			actions = append(actions, a)
+		}
 	}
-	assert.Equal(t, []string{"stop mining", "lower training power limits", "stop train"}, actions)
+	assert.Equal(t, []string{"stop mining", "lower training power limits", "stop training train"}, actions)
+	assert.Len(t, rep.Steps, 6+2, "six miners, one by one")
+	for i := 1; i < 6; i++ {
+		assert.Less(t, rep.Steps[i].DrawW, rep.Steps[i-1].DrawW, "each miner stopped lowers the draw")
+	}
 	assert.True(t, rep.Met, "8 idle 3080s draw about 180 W")
 	assert.Equal(t, 0, n.mining())
 	w := n.waitFor("train", workload.StateQueued)
@@ -228,6 +254,7 @@ func TestCurtailOrder(t *testing.T) {
 
 	rep, err = n.m.Curtail(ctx, 0)
 	require.NoError(t, err)
+	assert.Greater(t, rep.FinalW, 0.0, "lifting reports the draw too")
 	n.waitFor("train", workload.StateRunning)
 	n.waitMining(6)
 }
@@ -275,8 +302,6 @@ func logOf(t *testing.T, n *node, id string) string {
 	_, _ = copyAll(b, rc)
 	return b.String()
 }
-
-var _ = os.Getenv
 
 // TestLostGPUFailsPaidWorkloadWithReason: a training job whose GPU falls off
 // the bus fails with that reason; the job on the other GPUs runs on.

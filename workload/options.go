@@ -2,6 +2,8 @@ package workload
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -36,12 +38,14 @@ type PolicyFunc func(spec Spec, mining []gpu.Device) (bool, string)
 
 func (f PolicyFunc) Displace(spec Spec, mining []gpu.Device) (bool, string) { return f(spec, mining) }
 
-// AlwaysRent is the default Policy: paid work always displaces mining.
-var AlwaysRent Policy = PolicyFunc(func(Spec, []gpu.Device) (bool, string) { return true, "" })
+// AlwaysRent returns the default Policy: paid work always displaces mining.
+func AlwaysRent() Policy {
+	return PolicyFunc(func(Spec, []gpu.Device) (bool, string) { return true, "" })
+}
 
 // LoadFunc is told the load each GPU carries as workloads start and stop:
 // the utilisation and the PIDs of the workload's processes. Wire it to the
-// simulator (sim.Rig.SetLoad) so simulated power follows what runs; real
+// simulator (sim.Rig.SetGPULoad) so simulated power follows what runs; real
 // GPUs need nothing.
 type LoadFunc func(uuid string, util float64, pids []int)
 
@@ -66,8 +70,8 @@ type options struct {
 func defaultOptions() options {
 	return options{
 		log:            slog.New(slog.DiscardHandler),
-		clock:          systemClock{},
-		policy:         AlwaysRent,
+		clock:          gpu.SystemClock{},
+		policy:         AlwaysRent(),
 		hygieneTimeout: 10 * time.Second,
 		hygienePoll:    50 * time.Millisecond,
 		tick:           time.Second,
@@ -76,12 +80,25 @@ func defaultOptions() options {
 	}
 }
 
-// WithLogger sets the logger; the default discards.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+// WithLogger sets the logger; the default (and nil) discards.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
+}
 
 // WithClock sets the clock that stamps records and events and measures
-// minimum runtimes. Waiting (stop grace, hygiene polls) uses real time.
-func WithClock(c gpu.Clock) Option { return func(o *options) { o.clock = c } }
+// minimum runtimes; the default (and nil) is the system clock. Waiting
+// (stop grace, hygiene polls) uses real time.
+func WithClock(c gpu.Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
 
 // WithStore keeps records in s; the default is a MemoryStore, which does
 // not survive a restart. The manager closes the store in Close.
@@ -108,9 +125,26 @@ func WithTick(d time.Duration) Option { return func(o *options) { o.tick = d } }
 // (0, the default, is none). Run enforces it as Curtail does.
 func WithPowerBudget(watts float64) Option { return func(o *options) { o.budgetW = watts } }
 
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+// validate reports every bad option at once.
+func (o options) validate() error {
+	var errs []error
+	if o.tick <= 0 {
+		errs = append(errs, fmt.Errorf("WithTick(%v): want a positive interval", o.tick))
+	}
+	if o.hygieneTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("WithHygieneTimeout(%v): want a positive timeout", o.hygieneTimeout))
+	}
+	if o.budgetW < 0 {
+		errs = append(errs, fmt.Errorf("WithPowerBudget(%v): want watts, or 0 for none", o.budgetW))
+	}
+	if o.powerSettle < 0 {
+		errs = append(errs, fmt.Errorf("WithPowerSettle(%v): want 0 or more", o.powerSettle))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
 
 // WithPowerSettle sets how long a curtailment waits after each action
 // before it measures the draw (default 2 s: Ampere and newer report power

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/isolation"
 )
 
 // CurtailReport says how a power target was met.
@@ -30,7 +31,10 @@ type CurtailStep struct {
 
 type curtailReq struct {
 	watts float64
-	reply chan curtailResult // nil for the standing budget's own checks
+	// standing: the budget's own check on a tick; it reads the budget when
+	// it runs and never sets it, so it cannot undo a later Curtail(0).
+	standing bool
+	reply    chan curtailResult // nil for standing checks
 }
 
 type curtailResult struct {
@@ -59,6 +63,8 @@ func (m *Manager) Curtail(ctx context.Context, watts float64) (CurtailReport, er
 	req := curtailReq{watts: watts, reply: make(chan curtailResult, 1)}
 	select {
 	case m.curtailReq <- req:
+	case <-m.done:
+		return CurtailReport{}, fmt.Errorf("%w: Run has returned", ErrClosed)
 	case <-ctx.Done():
 		return CurtailReport{}, ctx.Err()
 	}
@@ -102,12 +108,17 @@ func (m *Manager) admit(chosen []candidate) bool {
 	return true
 }
 
+// unknownFullW is what a GPU that reports no power limit is assumed to
+// draw under load: as much as the biggest cards of the presets, so that
+// the budget errs on the safe side.
+const unknownFullW = 400
+
 // fullW is what the GPU may draw under load: its default limit.
 func (s *slot) fullW() float64 {
 	if s.dev.PowerLimit.Valid {
 		return s.dev.PowerLimit.Value.DefaultW
 	}
-	return s.lastW
+	return unknownFullW
 }
 
 // measure samples every GPU and returns their total draw.
@@ -120,13 +131,31 @@ func (m *Manager) measure(ctx context.Context) float64 {
 	defer m.mu.Unlock()
 	total := 0.0
 	for i, s := range samples {
-		if s.PowerW.Valid {
-			m.slots[i].lastW = s.PowerW.Value
-			total += s.PowerW.Value
+		if !s.PowerW.Valid {
+			continue
 		}
+		sl := m.slots[i]
+		total += s.PowerW.Value
+		if m.launching(sl) {
+			// Work placed here has not started: keep what admit booked,
+			// or the next admission would count the GPU as idle.
+			sl.lastW = max(sl.lastW, s.PowerW.Value)
+			continue
+		}
+		sl.lastW = s.PowerW.Value
 	}
 	m.drawW = total
 	return total
+}
+
+// launching reports whether work placed on the slot has yet to start. The
+// caller holds m.mu.
+func (m *Manager) launching(sl *slot) bool {
+	if sl.next != "" {
+		return true
+	}
+	e := m.work[sl.holder]
+	return e != nil && e.w.State == StateScheduled
 }
 
 // tick measures the draw and curtails when a standing budget is exceeded.
@@ -139,7 +168,10 @@ func (r *runner) tick(ctx context.Context) {
 	m.mu.Unlock()
 	if over {
 		m.log.Warn("GPU draw over the power budget; curtailing", "draw_w", draw, "budget_w", budget)
-		r.spawn(ctx, func(ctx context.Context) { r.curtail(ctx, curtailReq{watts: budget}) })
+		m.mu.Lock()
+		m.curtailing = true // one standing check at a time
+		m.mu.Unlock()
+		r.spawn(ctx, func(ctx context.Context) { r.curtail(ctx, curtailReq{standing: true}) })
 	}
 }
 
@@ -150,8 +182,18 @@ func (r *runner) curtail(ctx context.Context, req curtailReq) {
 	defer m.curtailMu.Unlock()
 	m.mu.Lock()
 	m.curtailing = true
-	m.budgetW = req.watts
+	if req.standing {
+		req.watts = m.budgetW
+	} else {
+		m.budgetW = req.watts
+	}
 	m.mu.Unlock()
+	if req.standing && req.watts == 0 {
+		m.mu.Lock()
+		m.curtailing = false
+		m.mu.Unlock()
+		return // lifted meanwhile
+	}
 	defer func() {
 		m.mu.Lock()
 		m.curtailing = false
@@ -171,7 +213,10 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 	t0 := time.Now()
 	rep := CurtailReport{TargetW: target}
 	if target == 0 {
-		return rep, r.restoreLimits(ctx)
+		err := r.restoreLimits(ctx)
+		rep.FinalW = m.measure(ctx)
+		rep.Took = time.Since(t0)
+		return rep, err
 	}
 	draw := m.measure(ctx)
 	rep.StartW = draw
@@ -201,8 +246,14 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 	if ids := r.lowerLimits(ctx, mining); len(ids) > 0 && step("lower mining power limits", ids) {
 		return done(nil)
 	}
-	if ids := r.stopAll(ctx, mining); len(ids) > 0 && step("stop mining", ids) {
-		return done(nil)
+	// Miners one at a time, the hungriest first: stop no more than needed.
+	for _, id := range r.byDraw(mining) {
+		if r.stopAll(ctx, func(e *entry) bool { return e.w.Spec.ID == id }) == nil {
+			continue
+		}
+		if step("stop mining "+id, []string{id}) {
+			return done(nil)
+		}
 	}
 	if ids := r.lowerLimits(ctx, paid); len(ids) > 0 && step("lower training power limits", ids) {
 		return done(nil)
@@ -211,7 +262,7 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 		if r.stopAll(ctx, func(e *entry) bool { return e.w.Spec.ID == id }) == nil {
 			continue
 		}
-		if step("stop "+id, []string{id}) {
+		if step("stop training "+id, []string{id}) {
 			return done(nil)
 		}
 	}
@@ -265,6 +316,9 @@ func (r *runner) stopAll(ctx context.Context, sel func(*entry) bool) []string {
 	}
 	m.mu.Unlock()
 	sort.Strings(ids)
+	// A stop takes its grace; past that and a margin, report and go on
+	// rather than hold every later curtailment.
+	deadline := time.After(m.maxGrace(ids) + 30*time.Second)
 	for {
 		m.mu.Lock()
 		left := 0
@@ -281,8 +335,49 @@ func (r *runner) stopAll(ctx context.Context, sel func(*entry) bool) []string {
 		select {
 		case <-changed:
 		case <-ctx.Done():
+		case <-deadline:
+			m.log.Error("workloads did not stop within their grace; curtailment goes on", "ids", ids)
+			return ids
 		}
 	}
+}
+
+// maxGrace is the longest stop grace among the workloads.
+func (m *Manager) maxGrace(ids []string) time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := isolation.DefaultStopGrace
+	for _, id := range ids {
+		if e := m.work[id]; e != nil && e.w.Spec.StopGrace > g {
+			g = e.w.Spec.StopGrace
+		}
+	}
+	return g
+}
+
+// byDraw lists the selected running workloads, the highest measured draw
+// first.
+func (r *runner) byDraw(sel func(*entry) bool) []string {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	draw := map[string]float64{}
+	for _, sl := range m.slots {
+		if e := m.work[sl.holder]; e != nil && e.w.State == StateRunning && sel(e) {
+			draw[e.w.Spec.ID] += sl.lastW
+		}
+	}
+	ids := make([]string, 0, len(draw))
+	for id := range draw {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		if draw[ids[i]] != draw[ids[j]] {
+			return draw[ids[i]] > draw[ids[j]]
+		}
+		return ids[i] < ids[j]
+	})
+	return ids
 }
 
 // byVictimOrder lists the selected running workloads, the least important

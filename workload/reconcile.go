@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/gpufarm/gpufarm/isolation"
 )
@@ -118,6 +119,12 @@ func (r *runner) reconcile(ctx context.Context) error {
 		if adopted[in.Ref] {
 			continue
 		}
+		if e := r.adoptUnrecorded(ctx, in); e != nil {
+			// A record lost (a memory store, a store wiped): the labels
+			// say enough to account for it and wait for its end.
+			waiters = append(waiters, e)
+			continue
+		}
 		m.log.Warn("removing container with no workload record", "container", in.Ref.String(), "workload", in.Workload)
 		if in.State == isolation.StateRunning {
 			if _, err := m.rt.Stop(ctx, in.Ref); err != nil {
@@ -148,4 +155,46 @@ func (m *Manager) hold(e *entry) {
 			m.slots[i].holder = e.w.Spec.ID
 		}
 	}
+}
+
+// adoptUnrecorded re-adopts a running container of this SDK that has no
+// record, from its labels, when its GPUs are known and free. It returns nil
+// when the container is not one to adopt.
+func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) *entry {
+	m := r.m
+	if in.State != isolation.StateRunning || in.Workload == "" || len(in.GPUs) == 0 || !Kind(in.Kind).valid() {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, known := m.work[in.Workload]; known {
+		return nil
+	}
+	for _, u := range in.GPUs {
+		i, ok := m.byUUID[u]
+		if !ok || m.slots[i].holder != "" {
+			return nil
+		}
+	}
+	spec := Spec{
+		ID: in.Workload, Kind: Kind(in.Kind), Tenant: in.Tenant, Image: in.Image,
+		GPUs: GPURequest{UUIDs: slices.Clone(in.GPUs)}, StopSignal: in.StopSignal, StopGrace: in.StopGrace,
+		Preemptible: Kind(in.Kind) == KindMining,
+	}
+	e := &entry{w: Workload{
+		Spec: spec, State: StateRunning, GPUs: slices.Clone(in.GPUs), Container: in.Ref, Attempt: 1,
+		SubmittedAt: in.CreatedAt, StartedAt: in.CreatedAt,
+		Reason: "re-adopted from its container's labels: the manager had no record of it",
+	}}
+	if in.PID > 0 {
+		e.pids = []int{in.PID}
+	}
+	m.work[spec.ID] = e
+	m.hold(e)
+	for _, u := range e.w.GPUs {
+		m.setLoad(u, spec.load(), e.pids)
+	}
+	_ = m.persistEmit(ctx, e, Event{Type: EventStarted, Reason: e.w.Reason})
+	m.log.Warn("re-adopted a container the manager had no record of", "container", in.Ref.String(), "workload", spec.ID)
+	return e
 }

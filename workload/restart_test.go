@@ -205,3 +205,34 @@ func TestStandingBudget(t *testing.T) {
 	assert.Less(t, n.mining(), 8)
 	assert.Equal(t, 1200.0, n.m.PowerBudget())
 }
+
+// TestRestartWithoutRecordsReadoptsByLabels: the records are lost (a memory
+// store), yet a new Manager re-adopts the running containers from their
+// labels instead of killing them.
+func TestRestartWithoutRecordsReadoptsByLabels(t *testing.T) {
+	ctx := context.Background()
+	rt, err := isolation.NewProcess(isolation.WithLogDir(t.TempDir()))
+	require.NoError(t, err)
+	n := newNode(t, nodeOpts{preset: "a40", rt: rt})
+	_, err = n.m.Submit(ctx, trainer("orphaned", 2, 1, t.TempDir()))
+	require.NoError(t, err)
+	before := n.waitFor("orphaned", workload.StateRunning)
+	n.stop()
+	require.NoError(t, n.m.Close())
+
+	m2, err := workload.New(n.gpus, rt, workload.WithClock(n.clk), workload.WithLoad(n.rig.SetGPULoad),
+		workload.WithTick(20*time.Millisecond))
+	require.NoError(t, err)
+	n.m = m2
+	n.start()
+	w := n.waitFor("orphaned", workload.StateRunning)
+	assert.Equal(t, before.Container, w.Container, "the same container, not a new one")
+	assert.ElementsMatch(t, before.GPUs, w.GPUs)
+	assert.Contains(t, w.Reason, "labels")
+	infos, err := rt.List(ctx, isolation.Filter{})
+	require.NoError(t, err)
+	assert.Len(t, infos, 1, "nothing killed, nothing duplicated")
+	// It is accounted for: its GPUs are held, and it can be cancelled.
+	require.NoError(t, m2.Cancel(ctx, "orphaned"))
+	n.waitFor("orphaned", workload.StateCancelled)
+}

@@ -16,19 +16,19 @@ import (
 
 // Run re-adopts what the runtime still runs, then schedules until ctx ends.
 // Every goroutine the manager starts belongs to Run and has ended when Run
-// returns. Containers keep running after Run returns; the next Run adopts
-// them.
+// returns. Containers keep running after Run returns; a new Manager over
+// the same store and runtime adopts them. Run runs once per Manager.
 func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return ErrClosed
 	}
-	if m.running {
+	if m.ran {
 		m.mu.Unlock()
-		return fmt.Errorf("%w: Run is already running", ErrInvalid)
+		return fmt.Errorf("%w: Run runs once per Manager; make a new Manager to run again", ErrInvalid)
 	}
-	m.running = true
+	m.ran, m.running = true, true
 	m.mu.Unlock()
 	var wg sync.WaitGroup
 	defer func() {
@@ -36,6 +36,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.mu.Lock()
 		m.running = false
 		m.mu.Unlock()
+		close(m.done)
 	}()
 	r := &runner{m: m, wg: &wg}
 	if err := r.reconcile(ctx); err != nil {
@@ -108,6 +109,8 @@ func (r *runner) schedule(ctx context.Context) {
 			queued = append(queued, e)
 		case e.w.State == StateRunning && (e.cancel || e.failReason != "") && !e.stopping:
 			r.stop(ctx, e, "")
+		case e.w.State == StatePreempting && !e.stopping:
+			r.stop(ctx, e, "") // an earlier stop failed: try again
 		}
 	}
 	sort.Slice(queued, func(i, j int) bool {
@@ -124,12 +127,7 @@ func (r *runner) schedule(ctx context.Context) {
 		return a.Spec.ID < b.Spec.ID
 	})
 	healthy := m.health()
-	for _, e := range queued {
-		if !m.anyAvailable(healthy) {
-			break // 10,000 queued specs cost nothing while the node is full
-		}
-		r.tryPlace(ctx, e, healthy)
-	}
+	m.placeQueued(queued, healthy, func(e *entry, chosen []candidate) { r.place(ctx, e, chosen) })
 	idle := m.idleSlots(healthy)
 	m.mu.Unlock()
 	if m.o.filler != nil && len(idle) > 0 {
@@ -156,10 +154,49 @@ func (m *Manager) anyAvailable(healthy []bool) bool {
 	return false
 }
 
-// tryPlace reserves GPUs for e if it can have them now. The caller holds m.mu.
-func (r *runner) tryPlace(ctx context.Context, e *entry, healthy []bool) {
-	if chosen := r.m.decide(e, healthy); chosen != nil {
-		r.place(ctx, e, chosen)
+// shape is what a decision depends on besides the node: specs of the same
+// shape get the same answer within one pass.
+type shape struct {
+	paid         bool
+	priority     int
+	price        float64
+	count        int
+	memory       uint64
+	cc           gpu.ComputeCapability
+	link         gpu.Link
+	models, pins string
+}
+
+func shapeOf(s Spec) shape {
+	return shape{
+		paid: s.Kind.Paid(), priority: s.Priority, price: s.PricePerGPUHour, count: s.GPUs.count(),
+		memory: s.GPUs.MinMemoryBytes, cc: s.GPUs.MinComputeCapability, link: s.GPUs.MinLink,
+		models: strings.Join(s.GPUs.Models, "\x00"), pins: strings.Join(s.GPUs.UUIDs, "\x00"),
+	}
+}
+
+// placeQueued walks the queue in order and places each spec that can have
+// GPUs now. A long queue costs little: once a shape of request is refused,
+// the specs of the same shape behind it are skipped, and nothing is tried
+// while no GPU is free or mining. The caller holds m.mu.
+func (m *Manager) placeQueued(queued []*entry, healthy []bool, place func(*entry, []candidate)) {
+	refused := map[shape]bool{}
+	avail := m.anyAvailable(healthy)
+	for _, e := range queued {
+		if !avail {
+			return
+		}
+		k := shapeOf(e.w.Spec)
+		if refused[k] {
+			continue
+		}
+		chosen := m.decide(e, healthy)
+		if chosen == nil {
+			refused[k] = true
+			continue
+		}
+		place(e, chosen)
+		avail = m.anyAvailable(healthy)
 	}
 }
 
@@ -228,7 +265,8 @@ func (r *runner) place(ctx context.Context, e *entry, chosen []candidate) {
 		reason = "taking GPUs from " + strings.Join(e.victims, ", ")
 	}
 	_ = m.persistEmit(ctx, e, Event{Type: EventScheduled, Reason: reason})
-	r.spawn(ctx, func(ctx context.Context) { r.launch(ctx, e) })
+	abort, launched := e.abort, e.launched
+	r.spawn(ctx, func(ctx context.Context) { r.launch(ctx, e, abort, launched) })
 }
 
 // preempt asks a running workload to yield. The caller holds m.mu.
@@ -252,7 +290,11 @@ func (r *runner) stop(ctx context.Context, e *entry, reason string) {
 	ref := e.w.Container
 	r.spawn(ctx, func(ctx context.Context) {
 		if _, err := r.m.rt.Stop(ctx, ref); err != nil && ctx.Err() == nil {
-			r.m.log.Warn("stop workload", "id", e.w.Spec.ID, "container", ref.String(), "err", err)
+			// The scheduling pass of the next tick tries again.
+			r.m.log.Warn("stop workload failed; retrying", "id", e.w.Spec.ID, "container", ref.String(), "err", err)
+			r.m.mu.Lock()
+			e.stopping = false
+			r.m.mu.Unlock()
 		}
 	})
 }
@@ -284,8 +326,10 @@ func (r *runner) fill(ctx context.Context, idle []int) {
 			m.mu.Unlock()
 			continue
 		}
-		m.minerN++
-		spec.ID = fmt.Sprintf("mine-gpu%d-%d", i, m.seq+uint64(m.minerN))
+		for spec.ID == "" || m.work[spec.ID] != nil {
+			m.minerN++
+			spec.ID = fmt.Sprintf("mine-gpu%d-%d", i, m.seq+uint64(m.minerN))
+		}
 		spec.Kind = KindMining
 		spec.Preemptible = true
 		spec.GPUs = GPURequest{UUIDs: []string{dev.UUID}}
@@ -308,15 +352,14 @@ func (r *runner) fill(ctx context.Context, idle []int) {
 
 // launch prepares e's container while the GPUs' holders drain, then hands
 // the GPUs over and starts it.
-func (r *runner) launch(ctx context.Context, e *entry) {
+func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan struct{}) {
 	m := r.m
-	t0 := e.scheduledAt
-	defer close(e.launched)
+	defer close(launched)
 	m.mu.Lock()
+	t0 := e.scheduledAt
 	e.w.Attempt++
 	e.w.Container = isolation.Ref{Tenant: e.w.Spec.Tenant, ID: fmt.Sprintf("%s-%d", e.w.Spec.ID, e.w.Attempt)}
 	cspec := m.containerSpec(e)
-	abort := e.abort
 	_ = m.store.Put(ctx, e.w.clone())
 	m.mu.Unlock()
 
@@ -333,7 +376,7 @@ func (r *runner) launch(ctx context.Context, e *entry) {
 	}
 	prepare := time.Since(t0)
 	if !r.drained(ctx, e, abort) {
-		r.abandonCreated(ctx, e)
+		r.abandonCreated(ctx, e, "handover abandoned")
 		return
 	}
 	m.mu.Lock()
@@ -342,10 +385,16 @@ func (r *runner) launch(ctx context.Context, e *entry) {
 	h0 := time.Now()
 	if err := r.hygiene(ctx, e); err != nil {
 		m.log.Error("handover refused: GPU not clean; it is quarantined and the workload requeued", "id", e.w.Spec.ID, "err", err)
-		r.abandonCreated(ctx, e)
+		r.abandonCreated(ctx, e, "handover refused: "+err.Error())
 		return
 	}
 	hygiene := time.Since(h0)
+	select {
+	case <-abort: // cancelled, or a GPU failed, during the handover
+		r.abandonCreated(ctx, e, "handover abandoned")
+		return
+	default:
+	}
 	if err := m.rt.Start(ctx, e.w.Container); err != nil {
 		r.abandon(ctx, e, StateFailed, "start container: "+err.Error(), true)
 		return
@@ -454,17 +503,20 @@ func (m *Manager) quarantine(uuid, reason string) {
 	m.slots[m.byUUID[uuid]].quarantine = reason
 }
 
-// abandonCreated deletes a prepared container and requeues e (or ends it
-// if it was cancelled).
-func (r *runner) abandonCreated(ctx context.Context, e *entry) {
+// abandonCreated deletes a prepared container and requeues e, or ends it if
+// it was cancelled or its GPU failed.
+func (r *runner) abandonCreated(ctx context.Context, e *entry, why string) {
 	r.m.mu.Lock()
-	cancelled := e.cancel
+	cancelled, failed := e.cancel, e.failReason
 	r.m.mu.Unlock()
-	if cancelled {
+	switch {
+	case cancelled:
 		r.abandon(ctx, e, StateCancelled, "cancelled before it started", true)
-		return
+	case failed != "":
+		r.abandon(ctx, e, StateFailed, failed, true)
+	default:
+		r.abandon(ctx, e, StateQueued, why+"; requeued", true)
 	}
-	r.abandon(ctx, e, StateQueued, "handover did not complete; requeued", true)
 }
 
 // abandon ends a launch: it releases e's GPUs and records the outcome.
@@ -608,33 +660,39 @@ func (r *runner) gpuFailed(ctx context.Context, ev gpu.Event) {
 	h, _ := m.gpus.Health(ev.UUID)
 	reason := fmt.Sprintf("GPU %d (%s) failed: %s", i, ev.UUID, h.Reason)
 	sl := m.slots[i]
-	if e := m.work[sl.holder]; e != nil && !e.w.State.Final() {
+	if e := m.work[sl.holder]; e != nil && (e.w.State == StateRunning || e.w.State == StatePreempting) {
 		e.failReason = reason
 		m.log.Error("workload lost its GPU", "id", e.w.Spec.ID, "reason", reason)
-		if e.w.State == StateRunning || e.w.State == StatePreempting {
-			r.stop(ctx, e, "")
+		r.stop(ctx, e, "")
+	}
+	// Queued work pinned to the GPU can no longer run as asked.
+	for _, e := range m.work {
+		if e.w.State == StateQueued && slices.Contains(e.w.Spec.GPUs.UUIDs, ev.UUID) {
+			e.w.State, e.w.Reason, e.w.EndedAt = StateFailed, "pinned to "+reason, m.clock.Now()
+			_ = m.persistEmit(ctx, e, Event{Type: EventFailed, Reason: e.w.Reason})
 		}
 	}
-	if e := m.work[sl.next]; e != nil && e.abort != nil {
-		close(e.abort)
-		e.abort = nil
+	for _, id := range []string{sl.next, sl.holder} {
+		if e := m.work[id]; e != nil && e.w.State == StateScheduled && e.abort != nil {
+			// Not started yet: a job pinned to this GPU fails, one that
+			// asked for a count goes back to the queue for other GPUs.
+			if len(e.w.Spec.GPUs.UUIDs) > 0 {
+				e.failReason = reason
+			}
+			close(e.abort)
+			e.abort = nil
+		}
 	}
 	m.poke()
 }
 
 // containerSpec turns a workload into a container. The caller holds m.mu.
 func (m *Manager) containerSpec(e *entry) isolation.Spec {
-	s := e.w.Spec
-	cs := isolation.Spec{
-		ID: e.w.Container.ID, Tenant: s.Tenant, Workload: s.ID, Kind: string(s.Kind),
-		Image: s.Image, Args: s.Command, Env: s.Env, WorkingDir: s.WorkDir,
-		Limits: s.Resources, Mounts: s.Mounts, Network: s.Network,
-		StopSignal: s.StopSignal, StopGrace: s.StopGrace, Labels: s.Labels,
-	}
+	var gpus []isolation.GPU
 	for _, u := range e.w.GPUs {
-		cs.GPUs = append(cs.GPUs, isolation.GPUFor(m.slots[m.byUUID[u]].dev))
+		gpus = append(gpus, isolation.GPUFor(m.slots[m.byUUID[u]].dev))
 	}
-	return cs
+	return e.w.Spec.containerSpec(e.w.Container.ID, gpus)
 }
 
 // setLoad tells the LoadFunc. The caller holds m.mu.

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -94,7 +93,9 @@ type Spec struct {
 	Labels map[string]string
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+// idPattern is containerd's identifier rule (single separators between
+// letters and digits), at most 64 long so that "-<attempt>" still fits.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
 
 // Validate reports every problem of the spec at once, in an error wrapping
 // ErrInvalid that names the fields.
@@ -103,14 +104,11 @@ func (s Spec) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{field}, args...)...))
 	}
-	if !idPattern.MatchString(s.ID) {
-		bad("ID", "%q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.ID)
+	if len(s.ID) > 64 || !idPattern.MatchString(s.ID) {
+		bad("ID", "%q: want at most 64 letters and digits with single '.', '_' or '-' between them", s.ID)
 	}
 	if !s.Kind.valid() {
 		bad("Kind", "%q: want mining, training, inference or batch", s.Kind)
-	}
-	if err := isolation.ValidateTenant(s.Tenant); err != nil {
-		bad("Tenant", "%v", err)
 	}
 	g := s.GPUs
 	switch {
@@ -129,19 +127,8 @@ func (s Spec) Validate() error {
 	if g.MinLink.Gen < 0 || g.MinLink.Width < 0 || g.MinComputeCapability.Major < 0 || g.MinComputeCapability.Minor < 0 {
 		bad("GPUs", "negative constraint")
 	}
-	if s.Image == "" {
-		bad("Image", "empty: name the image to run")
-	}
-	for _, e := range s.Env {
-		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-			bad("Env", "%q: want KEY=VALUE", e)
-		}
-	}
-	if s.Resources.CPUMillis < 0 || s.Resources.MemoryBytes < 0 || s.Resources.Pids < 0 {
-		bad("Resources", "negative limit")
-	}
-	if s.StopGrace < 0 {
-		bad("StopGrace", "%v is negative", s.StopGrace)
+	if s.StopSignal < 0 || s.StopSignal > 64 {
+		bad("StopSignal", "%d is not a signal", s.StopSignal)
 	}
 	if s.MinRuntime < 0 {
 		bad("MinRuntime", "%v is negative", s.MinRuntime)
@@ -152,8 +139,12 @@ func (s Spec) Validate() error {
 	if s.Load < 0 || s.Load > 1 {
 		bad("Load", "%v: want 0 to 1", s.Load)
 	}
-	if s.Network != "" && s.Network != isolation.NetworkNone && s.Network != isolation.NetworkHost {
-		bad("Network", "%q: want none or host", s.Network)
+	// The container fields (tenant, image, env, mounts, limits, network,
+	// labels) are the isolation layer's: check them by its rules now, so
+	// nothing is displaced for a spec the runtime would refuse.
+	probe := s.containerSpec(fallback(s.ID, "x")+"-1", []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: "GPU-0"}})
+	if err := probe.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		return nil
@@ -196,4 +187,21 @@ func (s Spec) clone() Spec {
 	s.Mounts = slices.Clone(s.Mounts)
 	s.Labels = maps.Clone(s.Labels)
 	return s
+}
+
+// containerSpec is the container of one attempt of the workload.
+func (s Spec) containerSpec(id string, gpus []isolation.GPU) isolation.Spec {
+	return isolation.Spec{
+		ID: id, Tenant: s.Tenant, Workload: s.ID, Kind: string(s.Kind),
+		Image: s.Image, Args: s.Command, Env: s.Env, WorkingDir: s.WorkDir,
+		Limits: s.Resources, Mounts: s.Mounts, Network: s.Network,
+		StopSignal: s.StopSignal, StopGrace: s.StopGrace, Labels: s.Labels, GPUs: gpus,
+	}
+}
+
+func fallback(s, def string) string {
+	if idPattern.MatchString(s) {
+		return s
+	}
+	return def
 }

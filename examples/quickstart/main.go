@@ -340,7 +340,7 @@ func (d *demo) live(ctx context.Context) {
 			switch {
 			case g.Workload == "":
 				b.WriteByte('.')
-			case strings.HasPrefix(g.Workload, "mine-"):
+			case g.Kind == workload.KindMining:
 				b.WriteByte('M')
 			default:
 				b.WriteByte(strings.ToUpper(g.Workload[:1])[0])
