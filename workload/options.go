@@ -25,7 +25,9 @@ func (f FillerFunc) Fill(ctx context.Context, d gpu.Device) (Spec, bool) { retur
 
 // Policy is the economic policy: whether paid work is worth displacing the
 // mining on its GPUs. The accounting and mining packages provide ones that
-// compare the rental price with what each GPU earns mining.
+// compare the rental price with what each GPU earns mining. The manager
+// calls it while it holds its lock: it must be quick and must not call
+// back into the Manager.
 type Policy interface {
 	// Displace reports whether spec should take GPUs that now mine, and why
 	// not when it should not. A paid workload that is not worth it waits
@@ -43,7 +45,8 @@ func AlwaysRent() Policy {
 	return PolicyFunc(func(Spec, []gpu.Device) (bool, string) { return true, "" })
 }
 
-// LoadFunc is told the load each GPU carries as workloads start and stop:
+// LoadFunc is told the load each GPU carries as workloads start and stop
+// (under the manager's lock: it must be quick and must not call back):
 // the utilisation and the PIDs of the workload's processes. Wire it to the
 // simulator (sim.Rig.SetGPULoad) so simulated power follows what runs; real
 // GPUs need nothing.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-multierror"
+
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/isolation"
 )
@@ -459,41 +461,50 @@ func (r *runner) drained(ctx context.Context, e *entry, abort chan struct{}) boo
 // their default power limit and clocks, so nothing of the last tenant, a
 // miner's tuning included, reaches the next.
 func (r *runner) hygiene(ctx context.Context, e *entry) error {
-	m := r.m
+	// The GPUs are checked at once: a lingering process on one must not
+	// hold up the others' checks.
+	var g multierror.Group
 	for _, u := range e.w.GPUs {
-		deadline := time.Now().Add(m.o.hygieneTimeout)
-		for {
-			procs, err := m.gpus.Processes(ctx, u)
-			if errors.Is(err, gpu.ErrUnsupported) || (err == nil && len(procs) == 0) {
-				break
-			}
-			if err == nil && time.Now().After(deadline) {
-				pids := make([]string, len(procs))
-				for i, p := range procs {
-					pids[i] = fmt.Sprint(p.PID)
-				}
-				reason := fmt.Sprintf("process %s still on the GPU %v after its workload ended", strings.Join(pids, ","), m.o.hygieneTimeout)
-				m.quarantine(u, reason)
-				return fmt.Errorf("GPU %s: %s", u, reason)
-			}
-			if err != nil && !errors.Is(err, gpu.ErrBusy) {
-				m.quarantine(u, "cannot list its processes: "+err.Error())
-				return fmt.Errorf("GPU %s: list processes: %w", u, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(m.o.hygienePoll):
-			}
-		}
-		if err := m.gpus.RestoreDefaults(ctx, u); err != nil {
-			m.quarantine(u, "cannot restore its default power limit and clocks: "+err.Error())
-			return fmt.Errorf("GPU %s: restore defaults: %w", u, err)
-		}
-		m.mu.Lock()
-		m.slots[m.byUUID[u]].lowered = false
-		m.mu.Unlock()
+		g.Go(func() error { return r.m.cleanGPU(ctx, u) })
 	}
+	return g.Wait().ErrorOrNil()
+}
+
+// cleanGPU waits until no compute process is left on the GPU, then
+// restores its defaults; on failure it quarantines the GPU.
+func (m *Manager) cleanGPU(ctx context.Context, u string) error {
+	deadline := time.Now().Add(m.o.hygieneTimeout)
+	for {
+		procs, err := m.gpus.Processes(ctx, u)
+		if errors.Is(err, gpu.ErrUnsupported) || (err == nil && len(procs) == 0) {
+			break
+		}
+		if err == nil && time.Now().After(deadline) {
+			pids := make([]string, len(procs))
+			for i, p := range procs {
+				pids[i] = fmt.Sprint(p.PID)
+			}
+			reason := fmt.Sprintf("process %s still on the GPU %v after its workload ended", strings.Join(pids, ","), m.o.hygieneTimeout)
+			m.quarantine(u, reason)
+			return fmt.Errorf("GPU %s: %s", u, reason)
+		}
+		if err != nil && !errors.Is(err, gpu.ErrBusy) {
+			m.quarantine(u, "cannot list its processes: "+err.Error())
+			return fmt.Errorf("GPU %s: list processes: %w", u, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(m.o.hygienePoll):
+		}
+	}
+	if err := m.gpus.RestoreDefaults(ctx, u); err != nil {
+		m.quarantine(u, "cannot restore its default power limit and clocks: "+err.Error())
+		return fmt.Errorf("GPU %s: restore defaults: %w", u, err)
+	}
+	m.mu.Lock()
+	m.slots[m.byUUID[u]].lowered = false
+	m.mu.Unlock()
 	return nil
 }
 

@@ -8,7 +8,7 @@ import (
 
 // Store keeps workload records durably: the queue of pending work is the
 // set of queued records, so it survives a restart. The manager is the only
-// writer. Implementations: NewMemoryStore for tests, workload/bolt for a
+// writer, and writes while it holds its lock, in the order things happen. Implementations: NewMemoryStore for tests, workload/bolt for a
 // node; a control plane may supply its own.
 type Store interface {
 	// Put inserts or replaces the record with w.Spec.ID.
