@@ -122,6 +122,11 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 		done:       make(chan struct{}),
 		curtailReq: make(chan curtailReq),
 	}
+	// Sequence numbers start at the clock in microseconds, so that a
+	// restarted manager never repeats one a watcher has seen.
+	if now := m.clock.Now().UnixMicro(); now > 0 {
+		m.seq = uint64(now)
+	}
 	for i, d := range gpus.Devices() {
 		m.slots = append(m.slots, &slot{dev: d, model: normModel(d.Name), link: usableLink(d)})
 		m.byUUID[d.UUID] = i
@@ -190,6 +195,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 		return nil
 	}
 	e.cancel = true
+	e.w.CancelRequested = true
 	switch e.w.State {
 	case StateQueued:
 		e.w.State = StateCancelled
@@ -201,6 +207,10 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 			close(e.abort)
 			e.abort = nil
 		}
+	}
+	// Durable before Cancel returns: a restart must not let it run on.
+	if err := m.store.Put(ctx, e.w.clone()); err != nil {
+		return fmt.Errorf("store cancellation of %q: %w", id, err)
 	}
 	m.poke()
 	return nil

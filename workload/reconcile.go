@@ -50,7 +50,7 @@ func (r *runner) reconcile(ctx context.Context) error {
 		if w.Seq > m.seq {
 			m.seq = w.Seq
 		}
-		e := &entry{w: w}
+		e := &entry{w: w, cancel: w.CancelRequested}
 		m.work[w.Spec.ID] = e
 		if w.State.Final() || w.State == StateQueued {
 			continue

@@ -50,6 +50,9 @@ type Workload struct {
 	Exit        *isolation.ExitStatus
 	// Reason says why the workload failed, was preempted or was cancelled.
 	Reason string
+	// CancelRequested is set by Cancel: the workload is stopping for good,
+	// also if the manager restarts before it has stopped.
+	CancelRequested bool
 	// Seq is the sequence number of the event that last changed the record.
 	Seq uint64
 }
@@ -79,8 +82,9 @@ const (
 	EventCancelled  EventType = "cancelled"
 )
 
-// Event is one change of one workload. Seq numbers are strictly increasing
-// per manager, so a watcher can tell it missed nothing.
+// Event is one change of one workload. Seq numbers are strictly increasing,
+// also across restarts of the manager, so a watcher can tell it missed
+// nothing and resume with Watch(ctx, lastSeq).
 type Event struct {
 	Seq      uint64
 	Type     EventType

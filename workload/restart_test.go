@@ -236,3 +236,35 @@ func TestRestartWithoutRecordsReadoptsByLabels(t *testing.T) {
 	require.NoError(t, m2.Cancel(ctx, "orphaned"))
 	n.waitFor("orphaned", workload.StateCancelled)
 }
+
+// TestCancelSurvivesRestart: a Cancel that the manager could not carry out
+// before it went down is carried out by the next one, and the new events
+// continue the old sequence.
+func TestCancelSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "node.db")
+	store, err := bolt.Open(path)
+	require.NoError(t, err)
+	rt, err := isolation.NewProcess(isolation.WithLogDir(t.TempDir()))
+	require.NoError(t, err)
+	n := newNode(t, nodeOpts{preset: "a40", store: store, rt: rt})
+	_, err = n.m.Submit(ctx, trainer("doomed", 1, 1, t.TempDir()))
+	require.NoError(t, err)
+	w := n.waitFor("doomed", workload.StateRunning)
+	n.stop() // Run is gone: nothing acts on the Cancel
+	require.NoError(t, n.m.Cancel(ctx, "doomed"))
+	lastSeq := w.Seq
+	for _, x := range n.m.List(workload.Filter{}) {
+		lastSeq = max(lastSeq, x.Seq)
+	}
+	require.NoError(t, n.m.Close())
+
+	store2, err := bolt.Open(path)
+	require.NoError(t, err)
+	m2, err := workload.New(n.gpus, rt, workload.WithStore(store2), workload.WithClock(n.clk), workload.WithTick(20*time.Millisecond))
+	require.NoError(t, err)
+	n.m = m2
+	n.start()
+	w = n.waitFor("doomed", workload.StateCancelled)
+	assert.Greater(t, w.Seq, lastSeq, "sequence numbers go on across the restart")
+}
