@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 )
@@ -14,8 +15,9 @@ import (
 type Option func(*options)
 
 type options struct {
-	log   *slog.Logger
-	clock Clock
+	log        *slog.Logger
+	clock      Clock
+	eventRetry time.Duration
 }
 
 // WithLogger sets the logger; the default (and nil) discards.
@@ -38,6 +40,18 @@ func WithClock(c Clock) Option {
 	}
 }
 
+// WithEventRetry sets how long the Manager waits before it reopens a
+// broken health event stream, and how long a reopened stream must hold
+// before the devices it marked unhealthy for the break count as healthy
+// again (default 5 s).
+func WithEventRetry(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.eventRetry = d
+		}
+	}
+}
+
 // Manager is the node's view of its GPUs: inventory, telemetry, control and
 // health over one Backend. It is safe for concurrent use.
 //
@@ -56,6 +70,7 @@ type Manager struct {
 	subMu sync.Mutex
 	subs  map[*subscriber]struct{}
 
+	retry     time.Duration
 	stop      context.CancelFunc
 	done      chan struct{}
 	closed    chan struct{}
@@ -76,7 +91,7 @@ func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error)
 	if b == nil {
 		return nil, fmt.Errorf("%w: nil backend: pass nvml.New(...) or sim.New(...)", ErrInvalid)
 	}
-	o := options{log: slog.New(slog.DiscardHandler), clock: SystemClock{}}
+	o := options{log: slog.New(slog.DiscardHandler), clock: SystemClock{}, eventRetry: 5 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -97,6 +112,7 @@ func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error)
 		devices: devs,
 		health:  make([]Health, len(devs)),
 		subs:    map[*subscriber]struct{}{},
+		retry:   o.eventRetry,
 		done:    make(chan struct{}),
 		closed:  make(chan struct{}),
 	}
@@ -297,24 +313,67 @@ func (m *Manager) Watch(ctx context.Context) <-chan Event {
 func (m *Manager) watch(ctx context.Context, es EventSource) {
 	defer close(m.done)
 	ch := make(chan Event, 16)
-	errc := make(chan error, 1)
-	go func() { errc <- es.WatchEvents(ctx, ch) }()
+	broken := false
+	for {
+		errc := make(chan error, 1)
+		go func() { errc <- es.WatchEvents(ctx, ch) }() // ends with ctx; awaited below
+		var held <-chan time.Time
+		if broken {
+			held = time.After(m.retry)
+		}
+		err := m.pump(ctx, ch, errc, held, &broken)
+		if ctx.Err() != nil {
+			return
+		}
+		if !broken {
+			// Without events nobody would notice a failing GPU, so stop
+			// trusting all of them, as the device plugin does, until the
+			// stream is back.
+			m.log.Error("gpu health events stopped; marking every device unhealthy and retrying", "err", err, "retry", m.retry)
+			for i := range m.devices {
+				m.handle(ctx, Event{Index: i, Kind: EventEventPathBroken})
+			}
+			broken = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(m.retry):
+		}
+	}
+}
+
+// pump forwards events until the stream ends, and returns its error. When
+// the stream was broken and holds until held fires, the devices marked
+// unhealthy only for the break are healthy again.
+func (m *Manager) pump(ctx context.Context, ch <-chan Event, errc <-chan error, held <-chan time.Time, broken *bool) error {
 	for {
 		select {
 		case e := <-ch:
 			m.handle(ctx, e)
 		case err := <-errc:
-			if err != nil && ctx.Err() == nil {
-				// Without events nobody would notice a failing GPU, so
-				// stop trusting all of them, as the device plugin does.
-				m.log.Error("gpu health events stopped; marking every device unhealthy", "err", err)
-				for i := range m.devices {
-					m.handle(ctx, Event{Index: i, Kind: EventEventPathBroken})
-				}
-			}
-			return
+			return err
+		case <-held:
+			held = nil
+			*broken = false
+			m.restoreAfterBreak()
 		}
 	}
+}
+
+// restoreAfterBreak clears the health of devices that were unhealthy only
+// because the event stream broke.
+func (m *Manager) restoreAfterBreak() {
+	m.mu.Lock()
+	n := 0
+	for i, h := range m.health {
+		if !h.Healthy && h.XID == 0 && h.Reason == (Event{Kind: EventEventPathBroken}).reason() {
+			m.health[i] = Health{Healthy: true}
+			n++
+		}
+	}
+	m.mu.Unlock()
+	m.log.Info("gpu health events are back", "devices_restored", n)
 }
 
 // handle records an event's effect on health and fans it out.

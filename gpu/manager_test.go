@@ -253,3 +253,34 @@ func BenchmarkSample(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(dst)), "gpus/op")
 }
+
+// TestManagerEventPathRecovers: a broken event stream makes every GPU
+// untrusted; once the stream is back and holds, they are healthy again,
+// but a GPU with a real fault stays unhealthy.
+func TestManagerEventPathRecovers(t *testing.T) {
+	p, err := sim.PresetByName("a40")
+	require.NoError(t, err)
+	rig, err := sim.New(p)
+	require.NoError(t, err)
+	m, err := gpu.New(context.Background(), rig, gpu.WithEventRetry(50*time.Millisecond))
+	require.NoError(t, err)
+	defer m.Close()
+	devs := m.Devices()
+	events := m.Watch(context.Background())
+	require.NoError(t, rig.InjectXID(2, 48))
+	require.Equal(t, 48, next(t, events).XID)
+
+	rig.BreakEvents(errors.New("event set wait: unknown error"))
+	require.Eventually(t, func() bool {
+		h, _ := m.Health(devs[0].UUID)
+		return !h.Healthy
+	}, 5*time.Second, 5*time.Millisecond)
+	rig.RepairEvents()
+	require.Eventually(t, func() bool {
+		h, _ := m.Health(devs[0].UUID)
+		return h.Healthy
+	}, 5*time.Second, 5*time.Millisecond, "the stream is back")
+	h, _ := m.Health(devs[2].UUID)
+	assert.False(t, h.Healthy, "a real fault is not cleared by the stream coming back")
+	assert.Equal(t, 48, h.XID)
+}
