@@ -216,6 +216,26 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 	return nil
 }
 
+// Forget removes the record of a finished workload, from memory and from
+// the store, so that its ID can be used again. The events stay with the
+// watchers. A workload that has not finished cannot be forgotten.
+func (m *Manager) Forget(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.work[id]
+	if !ok {
+		return fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	}
+	if !e.w.State.Final() {
+		return fmt.Errorf("%w: workload %q is %s: Cancel it and wait until it has ended", ErrInvalid, id, e.w.State)
+	}
+	if err := m.store.Delete(ctx, id); err != nil {
+		return fmt.Errorf("forget workload %q: %w", id, err)
+	}
+	delete(m.work, id)
+	return nil
+}
+
 // Get returns the record of a workload.
 func (m *Manager) Get(id string) (Workload, error) {
 	m.mu.Lock()

@@ -73,9 +73,17 @@ func TestSubmitBadInput(t *testing.T) {
 	require.ErrorIs(t, err, workload.ErrExists)
 
 	require.ErrorIs(t, n.m.Cancel(ctx, "nope"), workload.ErrNotFound)
+	require.ErrorIs(t, n.m.Forget(ctx, "nope"), workload.ErrNotFound)
+	require.ErrorIs(t, n.m.Forget(ctx, "ok"), workload.ErrInvalid, "a live workload cannot be forgotten")
+	require.NoError(t, n.m.Cancel(ctx, "ok"))
+	n.waitFor("ok", workload.StateCancelled)
+	require.NoError(t, n.m.Forget(ctx, "ok"))
+	_, err = n.m.Submit(ctx, trainer("ok", 1, 0, dir))
+	require.NoError(t, err, "a forgotten ID can be used again")
 	_, err = n.m.Get("nope")
 	require.ErrorIs(t, err, workload.ErrNotFound)
 	assert.Len(t, n.m.List(workload.Filter{}), 1, "bad submissions leave no record")
+	require.NoError(t, n.m.Cancel(ctx, "ok"))
 }
 
 // TestMinersFillAndYield: miners fill every idle GPU; a paid training job
@@ -221,6 +229,15 @@ func TestCurtailOrder(t *testing.T) {
 	assert.Equal(t, "lower mining power limits", rep.Steps[0].Action)
 	assert.LessOrEqual(t, rep.FinalW, rep.TargetW)
 	assert.Equal(t, 6, n.mining())
+
+	// A higher target gives the miners their limits back when it can.
+	rep, err = n.m.Curtail(ctx, full+100)
+	require.NoError(t, err)
+	require.Len(t, rep.Steps, 1)
+	assert.Equal(t, "restore lowered power limits", rep.Steps[0].Action)
+	assert.InDelta(t, full, rep.FinalW, 1, "back to the draw before the cap")
+	_, err = n.m.Curtail(ctx, full-6*200)
+	require.NoError(t, err)
 
 	// A deeper one stops the miners, then lowers training, then stops it.
 	rep, err = n.m.Curtail(ctx, 300)

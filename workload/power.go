@@ -238,6 +238,14 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 		return rep, err
 	}
 	if draw <= target {
+		// A higher target than before: give the throttled GPUs their
+		// limits back if even their full draw fits.
+		if ids, headroom := r.lowered(); len(ids) > 0 && draw+headroom <= target {
+			if err := r.restoreLimits(ctx); err != nil {
+				return done(err)
+			}
+			step("restore lowered power limits", ids)
+		}
 		return done(nil)
 	}
 	mining := func(e *entry) bool { return e.w.Spec.Kind == KindMining }
@@ -403,6 +411,26 @@ func (r *runner) byVictimOrder(sel func(*entry) bool) []string {
 		ids[i] = e.w.Spec.ID
 	}
 	return ids
+}
+
+// lowered lists the workloads on GPUs whose limit the cap lowered, and
+// how much more they may draw at their default limits.
+func (r *runner) lowered() ([]string, float64) {
+	m := r.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := map[string]bool{}
+	headroom := 0.0
+	for _, sl := range m.slots {
+		if !sl.lowered {
+			continue
+		}
+		headroom += max(0, sl.fullW()-sl.lastW)
+		if sl.holder != "" {
+			ids[sl.holder] = true
+		}
+	}
+	return sortedKeys(ids), headroom
 }
 
 // restoreLimits resets the limits the cap lowered.
