@@ -15,7 +15,11 @@ import (
 // method that blocks must return when ctx ends, even if the device hangs.
 // Errors wrap one of this package's categories.
 type Backend interface {
-	// Devices enumerates the GPUs. It is called once, when the Manager starts.
+	// Devices enumerates the GPUs. It is called once, when the Manager
+	// starts. A GPU that cannot be read stays in the list (at its index,
+	// with what could be read) and is reported in an error that joins one
+	// *DeviceError per such GPU; the Manager then keeps the others and
+	// marks those unhealthy. Any other error fails the Manager.
 	Devices(ctx context.Context) ([]Device, error)
 	// Sample fills dst[i] (readings, UUID and Time) for the device at
 	// dst[i].Index, for every i: one

@@ -101,8 +101,30 @@ func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error)
 		}
 	}()
 	devs, err := b.Devices(ctx)
+	unreadable := map[int]error{}
 	if err != nil {
-		return nil, fmt.Errorf("discover devices: %w", err)
+		// Devices the backend lists but cannot read do not stop the
+		// node: they are kept, unhealthy, and the rest run on.
+		onlyDevices := len(devs) > 0
+		var visit func(error)
+		visit = func(e error) {
+			if de, ok := e.(*DeviceError); ok {
+				unreadable[de.Index] = de.Err
+				return
+			}
+			if u, ok := e.(interface{ Unwrap() []error }); ok {
+				for _, x := range u.Unwrap() {
+					visit(x)
+				}
+				return
+			}
+			onlyDevices = false
+		}
+		visit(err)
+		if !onlyDevices {
+			return nil, fmt.Errorf("discover devices: %w", err)
+		}
+		err = nil
 	}
 	m = &Manager{
 		backend: b,
@@ -120,11 +142,20 @@ func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error)
 		if d.Index != i {
 			return nil, fmt.Errorf("%w: backend reported device %s at position %d with index %d", ErrInvalid, d.UUID, i, d.Index)
 		}
+		if d.UUID == "" && unreadable[i] != nil {
+			// Still addressable, by a name that cannot be a real UUID.
+			d.UUID = fmt.Sprintf("GPU-unreadable-%d", i)
+			m.devices[i].UUID = d.UUID
+		}
 		if _, dup := m.byUUID[d.UUID]; dup {
 			return nil, fmt.Errorf("%w: backend reported UUID %s twice", ErrInvalid, d.UUID)
 		}
 		m.byUUID[d.UUID] = i
 		m.health[i] = Health{Healthy: true}
+		if derr := unreadable[i]; derr != nil {
+			m.health[i] = Health{Reason: "unreadable at discovery: " + derr.Error(), Since: m.clock.Now()}
+			m.log.Error("gpu unreadable; kept as unhealthy", "gpu", i, "err", derr)
+		}
 	}
 	es, ok := b.(EventSource)
 	if !ok {

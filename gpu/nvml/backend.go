@@ -55,8 +55,10 @@ type Backend struct {
 	eventWait time.Duration
 	procNames bool // SystemGetProcessName resolves
 
-	devs   []*device // position == Index; fixed after New
-	byUUID map[string]int
+	devs []*device // position == Index; fixed after New
+	// discoverErr joins a *gpu.DeviceError per GPU that could not be read.
+	discoverErr error
+	byUUID      map[string]int
 
 	infoMu sync.RWMutex // guards devs[i].info fields changed by control calls
 
@@ -86,6 +88,9 @@ type device struct {
 	// skip holds the probe bits whose NVML call returned NOT_SUPPORTED, so
 	// Sample does not ask again.
 	skip atomic.Uint32
+	// broken is set for a GPU that could not be read at discovery: every
+	// call on it fails with this error, which wraps gpu.ErrDeviceLost.
+	broken error
 }
 
 const (
@@ -114,10 +119,11 @@ var (
 
 // New loads NVML, initialises it and discovers the GPUs. Features a device
 // lacks (NVML's ERROR_NOT_SUPPORTED) are recorded as absent, never as a
-// failure; a device whose handle, UUID or name cannot be read fails New
-// with one *gpu.DeviceError per such device. Without the driver it fails
-// wrapping gpu.ErrUnavailable and says what to install. Close releases
-// the library.
+// failure. A device whose handle, UUID or name cannot be read stays listed
+// as a stub whose every call fails wrapping gpu.ErrDeviceLost (Devices
+// reports it); New fails only when no GPU can be read. Without the
+// driver it fails wrapping gpu.ErrUnavailable and says what to install.
+// Close releases the library.
 func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	cfg, err := newConfig(opts)
 	if err != nil {
@@ -184,14 +190,28 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	if ret != gonvml.SUCCESS {
 		return nil, initError(ret, cfg.libPath)
 	}
-	if len(errs) > 0 {
+	readable := 0
+	for _, d := range devs {
+		if d.broken == nil {
+			readable++
+		}
+	}
+	if readable == 0 && len(errs) > 0 {
 		lib.Shutdown()
 		return nil, fmt.Errorf("nvml: discover GPUs: %w", errors.Join(errs...))
 	}
+	for _, d := range devs {
+		if d.broken != nil {
+			b.log.Error("nvml: GPU unreadable; it stays listed and fails every call", "gpu", d.info.Index, "err", d.broken)
+		}
+	}
+	b.discoverErr = errors.Join(errs...)
 	b.devs = devs
 	b.byUUID = make(map[string]int, len(devs))
 	for _, d := range devs {
-		b.byUUID[d.uuid] = d.info.Index
+		if d.uuid != "" {
+			b.byUUID[d.uuid] = d.info.Index
+		}
 	}
 	b.log.Info("nvml backend ready", "gpus", len(devs))
 	return b, nil
@@ -226,7 +246,7 @@ func (b *Backend) Devices(ctx context.Context) ([]gpu.Device, error) {
 	for i, d := range b.devs {
 		out[i] = d.info
 	}
-	return out, nil
+	return out, b.discoverErr
 }
 
 // Close waits briefly for NVML calls still running, then shuts NVML down.
@@ -282,6 +302,9 @@ func errClosed(op string) error {
 func (b *Backend) device(index int) (*device, error) {
 	if index < 0 || index >= len(b.devs) {
 		return nil, fmt.Errorf("%w: no GPU with index %d: this node has %d (0-%d)", gpu.ErrNotFound, index, len(b.devs), len(b.devs)-1)
+	}
+	if d := b.devs[index]; d.broken != nil {
+		return nil, d.broken
 	}
 	return b.devs[index], nil
 }

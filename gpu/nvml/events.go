@@ -70,6 +70,9 @@ func (b *Backend) watch(ctx context.Context, ch chan<- gpu.Event) error {
 
 	registered := 0
 	for _, d := range b.devs {
+		if d.broken != nil {
+			continue // already reported lost at discovery
+		}
 		ok, err := b.register(d, set)
 		if err != nil {
 			b.log.Error("nvml: GPU cannot report health events", "gpu", d.info.Index, "uuid", d.uuid, "err", err)

@@ -23,8 +23,15 @@ func (b *Backend) discover() ([]*device, []error) {
 	for i := 0; i < n; i++ {
 		d, err := b.discoverOne(i)
 		if err != nil {
-			errs = append(errs, &gpu.DeviceError{Index: i, UUID: d.uuid, Err: err})
-			continue
+			// A GPU that cannot be read (typically one that fell off its
+			// riser) stays in the list as a stub whose every call fails,
+			// so that the others keep their indexes and the node runs on.
+			d.broken = fmt.Errorf("%w: GPU %d could not be read at discovery: %w", gpu.ErrDeviceLost, i, err)
+			d.info = gpu.Device{Index: i, UUID: d.uuid, Name: d.info.Name, Minor: -1}
+			if d.info.Name == "" {
+				d.info.Name = "unreadable GPU"
+			}
+			errs = append(errs, &gpu.DeviceError{Index: i, UUID: d.uuid, Err: d.broken})
 		}
 		devs = append(devs, d)
 	}

@@ -648,23 +648,56 @@ func TestNewReportsEveryBadOption(t *testing.T) {
 	assert.Contains(t, err.Error(), "pass one")
 }
 
-func TestNewFailsOnUnusableDevices(t *testing.T) {
+// TestUnreadableGPUsDoNotStopTheNode: a GPU that fell off its riser before
+// discovery, and one whose name cannot be read, stay listed as stubs that
+// fail every call with ErrDeviceLost; the others work, and the Manager
+// keeps them all with the unreadable ones unhealthy.
+func TestUnreadableGPUsDoNotStopTheNode(t *testing.T) {
 	r := newRig(rtx3080(0x0a), a40(0x41), h100(0x81))
 	r.gpus[0].state.lost.Store(true)
 	r.gpus[2].GetNameFunc = func() (string, gonvml.Return) { return "", gonvml.ERROR_UNKNOWN }
-	_, err := New(t.Context(), WithLibrary(r))
+	b, err := New(t.Context(), WithLibrary(r))
+	require.NoError(t, err, "one bad riser must not take the node down")
+	devs, err := b.Devices(t.Context())
+	require.Len(t, devs, 3, "indexes stay as NVML numbers them")
 	require.Error(t, err)
-	assert.ErrorIs(t, err, gpu.ErrDeviceLost)
-	assert.ErrorIs(t, err, ErrDriver)
 	var des []int
-	joined, ok := errors.Unwrap(err).(interface{ Unwrap() []error })
-	require.True(t, ok, "one error per device, joined")
-	for _, e := range joined.Unwrap() {
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 		var de *gpu.DeviceError
 		require.ErrorAs(t, e, &de)
+		assert.ErrorIs(t, de, gpu.ErrDeviceLost)
 		des = append(des, de.Index)
 	}
-	assert.Equal(t, []int{0, 2}, des, "every unusable GPU is reported at once")
+	assert.Equal(t, []int{0, 2}, des, "every unreadable GPU is reported at once")
+	assert.Equal(t, "unreadable GPU", devs[0].Name)
+	assert.Equal(t, "NVIDIA A40", devs[1].Name)
+
+	dst := []gpu.Sample{{Index: 0}, {Index: 1}}
+	err = b.Sample(t.Context(), dst)
+	assert.ErrorIs(t, err, gpu.ErrDeviceLost)
+	assert.True(t, dst[1].PowerW.Valid, "the readable GPU still samples")
+	assert.ErrorIs(t, b.SetPowerLimit(t.Context(), 0, 200), gpu.ErrDeviceLost)
+
+	m, err := gpu.New(t.Context(), b)
+	require.NoError(t, err)
+	defer m.Close()
+	mdevs := m.Devices()
+	require.Len(t, mdevs, 3)
+	h, err := m.Health(mdevs[0].UUID)
+	require.NoError(t, err)
+	assert.False(t, h.Healthy)
+	assert.Contains(t, h.Reason, "unreadable at discovery")
+	h, _ = m.Health(mdevs[1].UUID)
+	assert.True(t, h.Healthy)
+	r2, _ := m.Readiness(mdevs[2].UUID)
+	assert.Equal(t, gpu.UseNone, r2.Use)
+}
+
+func TestNewFailsWhenNoGPUIsReadable(t *testing.T) {
+	r := newRig(a40(0x41))
+	r.gpus[0].state.lost.Store(true)
+	_, err := New(t.Context(), WithLibrary(r))
+	require.ErrorIs(t, err, gpu.ErrDeviceLost)
 	assert.Equal(t, int32(1), r.shutdowns.Load(), "nothing left initialised")
 }
 

@@ -119,6 +119,10 @@ func (b *Backend) sampleInto(dst []gpu.Sample) error {
 		}
 		d := b.devs[idx]
 		s.UUID = d.uuid
+		if d.broken != nil {
+			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: d.broken})
+			continue
+		}
 		if err := b.sampleDevice(d, s); err != nil {
 			*s = gpu.Sample{Index: idx, UUID: d.uuid, Time: now}
 			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: err})
