@@ -25,6 +25,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/workload"
+	"github.com/gpufarm/gpufarm/workload/bolt"
 )
 
 // BenchmarkHandover: on a node whose 4 GPUs all mine in containers, the
@@ -35,7 +36,10 @@ import (
 // CDI devices, same hardening) and start. Both run in the same benchmark,
 // interleaved, on the same daemon. ratio is manager p50 / bare p50.
 func BenchmarkHandover(b *testing.B) {
-	n := newCtrNode(b, ctrNodeOpts{gpus: 4, filler: true})
+	// The durable store a node runs with: its fsyncs are on the path too.
+	store, err := bolt.Open(filepath.Join(b.TempDir(), "node.db"))
+	require.NoError(b, err)
+	n := newCtrNode(b, ctrNodeOpts{gpus: 4, filler: true, store: store})
 	n.waitMining(len(n.devs))
 	raw := newBareNode(b, n)
 	var mgr, bare []time.Duration
