@@ -137,9 +137,9 @@ func (r *runner) schedule(ctx context.Context) {
 	}
 }
 
-// anyAvailable reports whether some GPU is free or mining: without one no
-// placement can succeed but by preempting paid work, which needs a higher
-// priority; the caller holds m.mu.
+// anyAvailable reports whether some GPU is free, mining or held by
+// preemptible work: without one no placement can succeed, and the queue
+// need not be walked. The caller holds m.mu.
 func (m *Manager) anyAvailable(healthy []bool) bool {
 	for i, sl := range m.slots {
 		if sl.next != "" || sl.quarantine != "" {
