@@ -105,23 +105,8 @@ func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error)
 	if err != nil {
 		// Devices the backend lists but cannot read do not stop the
 		// node: they are kept, unhealthy, and the rest run on.
-		onlyDevices := len(devs) > 0
-		var visit func(error)
-		visit = func(e error) {
-			if de, ok := e.(*DeviceError); ok {
-				unreadable[de.Index] = de.Err
-				return
-			}
-			if u, ok := e.(interface{ Unwrap() []error }); ok {
-				for _, x := range u.Unwrap() {
-					visit(x)
-				}
-				return
-			}
-			onlyDevices = false
-		}
-		visit(err)
-		if !onlyDevices {
+		other := walkDeviceErrors(err, func(de *DeviceError) { unreadable[de.Index] = de.Err })
+		if other || len(devs) == 0 {
 			return nil, fmt.Errorf("discover devices: %w", err)
 		}
 		err = nil
@@ -274,21 +259,26 @@ func (m *Manager) noteDeviceErrors(ctx context.Context, err error) {
 	}
 }
 
-func walkDeviceErrors(err error, fn func(*DeviceError)) {
+// walkDeviceErrors calls fn for every *DeviceError in err's tree and
+// reports whether the tree also holds an error that is not about one
+// device.
+func walkDeviceErrors(err error, fn func(*DeviceError)) (other bool) {
 	if de, ok := err.(*DeviceError); ok {
 		fn(de)
-		return
+		return false
 	}
 	switch u := err.(type) {
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			walkDeviceErrors(e, fn)
+			other = walkDeviceErrors(e, fn) || other
 		}
+		return other
 	case interface{ Unwrap() error }:
 		if e := u.Unwrap(); e != nil {
-			walkDeviceErrors(e, fn)
+			return walkDeviceErrors(e, fn)
 		}
 	}
+	return true
 }
 
 // Health returns the health of the GPU with that UUID.
