@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/gpu/sim"
+	"github.com/gpufarm/gpufarm/internal/ociimage"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/workload"
 )
@@ -31,11 +31,9 @@ func TestMain(m *testing.M) {
 	}
 	bins.miner = filepath.Join(dir, "fakeminer")
 	bins.trainer = filepath.Join(dir, "faketrainer")
-	for pkg, out := range map[string]string{"../internal/fakeminer": bins.miner, "../internal/faketrainer": bins.trainer} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)
+	for pkg, out := range map[string]string{"fakeminer": bins.miner, "faketrainer": bins.trainer} {
+		if err := ociimage.BuildBinary(context.Background(), "github.com/gpufarm/gpufarm/internal/"+pkg, out); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 	}

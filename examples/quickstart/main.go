@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -521,10 +520,8 @@ func (e *env) processRuntime(ctx context.Context, log *slog.Logger) error {
 	e.process, e.bins = true, map[string]string{}
 	for _, pkg := range []string{"fakeminer", "faketrainer"} {
 		out := filepath.Join(e.dir, "bin", pkg)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/gpufarm/gpufarm/internal/"+pkg)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+		if err := ociimage.BuildBinary(ctx, "github.com/gpufarm/gpufarm/internal/"+pkg, out); err != nil {
+			return err
 		}
 		e.bins[pkg] = out
 	}

@@ -16,14 +16,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gpufarm/gpufarm/internal/ociimage"
 )
 
 // buildBinary compiles this package into a temp dir (go caches the work).
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fakeminer")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	require.NoError(t, ociimage.BuildBinary(t.Context(), "github.com/gpufarm/gpufarm/internal/fakeminer", bin))
 	return bin
 }
 

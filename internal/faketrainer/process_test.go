@@ -13,13 +13,14 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gpufarm/gpufarm/internal/ociimage"
 )
 
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "faketrainer")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	require.NoError(t, ociimage.BuildBinary(t.Context(), "github.com/gpufarm/gpufarm/internal/faketrainer", bin))
 	return bin
 }
 

@@ -285,21 +285,8 @@ func compile(ctx context.Context, p plan) ([]byte, error) {
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, p.name)
-
-	// -s -w shrink the binary (faster gzip); -buildvcs=false keeps VCS
-	// state out of it so a dirty tree gives the same digest as a clean one.
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags=-s -w", "-o", out, p.pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	if err := cmd.Run(); err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("ociimage: go build %s: %w", p.pkg, ctxErr)
-		}
-		return nil, fmt.Errorf("%w: go build %s: %w\n%s", ErrCompile, p.pkg, err,
-			strings.TrimSpace(stderr.String()))
+	if err := BuildBinary(ctx, p.pkg, out); err != nil {
+		return nil, err
 	}
 	bin, err := os.ReadFile(out)
 	if err != nil {
@@ -312,6 +299,29 @@ func compile(ctx context.Context, p plan) ([]byte, error) {
 	}
 	_ = f.Close()
 	return bin, nil
+}
+
+// BuildBinary compiles the Go main package pkg into a static linux
+// executable at out (CGO_ENABLED=0, -trimpath), the program Build puts in
+// an image. Tests and examples that run the fake programs on the host, with
+// the process runtime, use it directly.
+func BuildBinary(ctx context.Context, pkg, out string) error {
+	// -s -w shrink the binary (faster gzip); -buildvcs=false keeps VCS
+	// state out of it so a dirty tree gives the same digest as a clean one.
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
+		"-ldflags=-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Run(); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return fmt.Errorf("ociimage: go build %s: %w", pkg, ctxErr)
+		}
+		return fmt.Errorf("%w: go build %s: %w\n%s", ErrCompile, pkg, err,
+			strings.TrimSpace(stderr.String()))
+	}
+	return nil
 }
 
 // OCI JSON documents, trimmed to the fields written here. Field order is
