@@ -129,8 +129,9 @@ func TestAllocateBigNode(t *testing.T) {
 		placed++
 		require.Len(t, chosen, e.w.Spec.GPUs.count())
 		for _, c := range chosen {
-			ok, why := e.w.Spec.GPUs.matches(m.slots[c.slot].dev)
-			require.True(t, ok, "spec %s got GPU %d: %s", e.w.Spec.ID, c.slot, why)
+			r := e.w.Spec.GPUs
+			mf := r.misfit(m.slots[c.slot], normModels(r.Models))
+			require.Equal(t, fitsAll, mf, "spec %s got GPU %d: %s", e.w.Spec.ID, c.slot, r.why(mf, m.slots[c.slot]))
 		}
 	}
 	require.Greater(t, placed, 100, "most specs can preempt miners")

@@ -10,42 +10,54 @@ import (
 	"github.com/gpufarm/gpufarm/gpu"
 )
 
-// matches reports whether a GPU meets a request's constraints, and if not,
-// why.
-func (r GPURequest) matches(d gpu.Device) (bool, string) {
-	if d.MemoryBytes < r.MinMemoryBytes {
-		return false, fmt.Sprintf("%.0f GiB < %.0f GiB", gib(d.MemoryBytes), gib(r.MinMemoryBytes))
+// misfit names the first constraint a GPU fails; fitsAll means none.
+type misfit int
+
+const (
+	fitsAll misfit = iota
+	misfitMemory
+	misfitCC
+	misfitGen
+	misfitWidth
+	misfitModel
+)
+
+// misfit tests the request against the GPU of sl; models are the request's
+// normalised model names. It builds no text: the scheduler calls it for
+// every GPU of every decision.
+func (r GPURequest) misfit(sl *slot, models []string) misfit {
+	d := &sl.dev
+	switch cc := r.MinComputeCapability; {
+	case d.MemoryBytes < r.MinMemoryBytes:
+		return misfitMemory
+	case (cc.Major != 0 || cc.Minor != 0) && !d.ComputeCapability.AtLeast(cc.Major, cc.Minor):
+		return misfitCC
+	case r.MinLink.Gen > 0 && sl.link.Gen < r.MinLink.Gen:
+		return misfitGen
+	case r.MinLink.Width > 0 && sl.link.Width < r.MinLink.Width:
+		return misfitWidth
+	case len(models) > 0 && !slices.Contains(models, sl.model):
+		return misfitModel
 	}
-	if cc := r.MinComputeCapability; (cc.Major != 0 || cc.Minor != 0) && !d.ComputeCapability.AtLeast(cc.Major, cc.Minor) {
-		return false, fmt.Sprintf("compute capability %s < %s", d.ComputeCapability, cc)
-	}
-	link := usableLink(d)
-	if r.MinLink.Gen > 0 && link.Gen < r.MinLink.Gen {
-		return false, fmt.Sprintf("PCIe gen%d < gen%d", link.Gen, r.MinLink.Gen)
-	}
-	if r.MinLink.Width > 0 && link.Width < r.MinLink.Width {
-		return false, fmt.Sprintf("PCIe x%d < x%d", link.Width, r.MinLink.Width)
-	}
-	if len(r.Models) > 0 && !slices.Contains(normModels(r.Models), normModel(d.Name)) {
-		return false, fmt.Sprintf("model %q not in %v", d.Name, r.Models)
-	}
-	return true, ""
+	return fitsAll
 }
 
-// fits is matches for the scheduler's hot path: the same tests on a slot's
-// precomputed fields, without building reasons.
-func (r GPURequest) fits(sl *slot, models []string) bool {
+// why says in words why the GPU of sl fails the request.
+func (r GPURequest) why(m misfit, sl *slot) string {
 	d := &sl.dev
-	if d.MemoryBytes < r.MinMemoryBytes {
-		return false
+	switch m {
+	case misfitMemory:
+		return fmt.Sprintf("%.0f GiB < %.0f GiB", gib(d.MemoryBytes), gib(r.MinMemoryBytes))
+	case misfitCC:
+		return fmt.Sprintf("compute capability %s < %s", d.ComputeCapability, r.MinComputeCapability)
+	case misfitGen:
+		return fmt.Sprintf("PCIe gen%d < gen%d", sl.link.Gen, r.MinLink.Gen)
+	case misfitWidth:
+		return fmt.Sprintf("PCIe x%d < x%d", sl.link.Width, r.MinLink.Width)
+	case misfitModel:
+		return fmt.Sprintf("model %q not in %v", d.Name, r.Models)
 	}
-	if cc := r.MinComputeCapability; (cc.Major != 0 || cc.Minor != 0) && !d.ComputeCapability.AtLeast(cc.Major, cc.Minor) {
-		return false
-	}
-	if (r.MinLink.Gen > 0 && sl.link.Gen < r.MinLink.Gen) || (r.MinLink.Width > 0 && sl.link.Width < r.MinLink.Width) {
-		return false
-	}
-	return len(models) == 0 || slices.Contains(models, sl.model)
+	return ""
 }
 
 // usableLink is the link readiness judges by: max generation, trained width.
@@ -77,6 +89,7 @@ func gib(b uint64) float64 { return float64(b) / (1 << 30) }
 // the reason, so it does not queue forever.
 func (m *Manager) placeable(s Spec) error {
 	r := s.GPUs
+	models := normModels(r.Models)
 	if len(r.UUIDs) > 0 {
 		var probs []string
 		for _, u := range r.UUIDs {
@@ -85,8 +98,8 @@ func (m *Manager) placeable(s Spec) error {
 				probs = append(probs, fmt.Sprintf("GPU %s is not on this node", u))
 				continue
 			}
-			if ok, why := r.matches(m.slots[i].dev); !ok {
-				probs = append(probs, fmt.Sprintf("GPU %d (%s): %s", i, u, why))
+			if mf := r.misfit(m.slots[i], models); mf != fitsAll {
+				probs = append(probs, fmt.Sprintf("GPU %d (%s): %s", i, u, r.why(mf, m.slots[i])))
 			}
 		}
 		if len(probs) > 0 {
@@ -97,10 +110,10 @@ func (m *Manager) placeable(s Spec) error {
 	n := 0
 	why := map[string]int{}
 	for _, sl := range m.slots {
-		if ok, reason := r.matches(sl.dev); ok {
+		if mf := r.misfit(sl, models); mf == fitsAll {
 			n++
 		} else {
-			why[reason]++
+			why[r.why(mf, sl)]++
 		}
 	}
 	if n >= r.Count {
@@ -140,7 +153,10 @@ func (m *Manager) candidates(e *entry, healthy []bool, buf []candidate) []candid
 	out := buf[:0]
 	consider := func(i int) {
 		sl := m.slots[i]
-		if sl.next != "" || sl.quarantine != "" || !healthy[i] || !r.fits(sl, e.models) {
+		if sl.next != "" || sl.quarantine != "" || !healthy[i] {
+			return
+		}
+		if r.misfit(sl, e.models) != fitsAll {
 			return
 		}
 		if sl.holder == "" {
