@@ -59,13 +59,7 @@ func (r *runner) reconcile(ctx context.Context) error {
 		switch {
 		case ok && in.State == isolation.StateRunning:
 			adopted[in.Ref] = true
-			m.hold(e)
-			if in.PID > 0 {
-				e.pids = []int{in.PID}
-			}
-			for _, u := range e.w.GPUs {
-				m.setLoad(u, e.w.Spec.load(), e.pids)
-			}
+			m.adopt(e, in)
 			if w.State == StatePreempting {
 				// The stop was under way when the manager went down.
 				e.w.State = StateRunning
@@ -148,6 +142,18 @@ func (r *runner) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// adopt makes e, found running in container in, the holder of its GPUs
+// and puts its load on them. The caller holds m.mu.
+func (m *Manager) adopt(e *entry, in isolation.Info) {
+	m.hold(e)
+	if in.PID > 0 {
+		e.pids = []int{in.PID}
+	}
+	for _, u := range e.w.GPUs {
+		m.setLoad(u, e.w.Spec.load(), e.pids)
+	}
+}
+
 // hold marks e's GPUs as held by it. The caller holds m.mu.
 func (m *Manager) hold(e *entry) {
 	for _, u := range e.w.GPUs {
@@ -186,14 +192,8 @@ func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) *entry 
 		SubmittedAt: in.CreatedAt, StartedAt: in.CreatedAt,
 		Reason: "re-adopted from its container's labels: the manager had no record of it",
 	}}
-	if in.PID > 0 {
-		e.pids = []int{in.PID}
-	}
 	m.work[spec.ID] = e
-	m.hold(e)
-	for _, u := range e.w.GPUs {
-		m.setLoad(u, spec.load(), e.pids)
-	}
+	m.adopt(e, in)
 	_ = m.persistEmit(ctx, e, Event{Type: EventStarted, Reason: e.w.Reason})
 	m.log.Warn("re-adopted a container the manager had no record of", "container", in.Ref.String(), "workload", spec.ID)
 	return e
