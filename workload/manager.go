@@ -187,9 +187,9 @@ func (m *Manager) Submit(ctx context.Context, spec Spec) (Workload, error) {
 func (m *Manager) Cancel(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.work[id]
-	if !ok {
-		return fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	e, err := m.entry(id)
+	if err != nil {
+		return err
 	}
 	if e.w.State.Final() {
 		return nil
@@ -216,15 +216,24 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 	return nil
 }
 
+// entry finds a workload by ID. The caller holds m.mu.
+func (m *Manager) entry(id string) (*entry, error) {
+	e, ok := m.work[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	}
+	return e, nil
+}
+
 // Forget removes the record of a finished workload, from memory and from
 // the store, so that its ID can be used again. The events stay with the
 // watchers. A workload that has not finished cannot be forgotten.
 func (m *Manager) Forget(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.work[id]
-	if !ok {
-		return fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	e, err := m.entry(id)
+	if err != nil {
+		return err
 	}
 	if !e.w.State.Final() {
 		return fmt.Errorf("%w: workload %q is %s: Cancel it and wait until it has ended", ErrInvalid, id, e.w.State)
@@ -240,9 +249,9 @@ func (m *Manager) Forget(ctx context.Context, id string) error {
 func (m *Manager) Get(id string) (Workload, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.work[id]
-	if !ok {
-		return Workload{}, fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	e, err := m.entry(id)
+	if err != nil {
+		return Workload{}, err
 	}
 	return e.w.clone(), nil
 }
@@ -324,9 +333,9 @@ func (m *Manager) Release(uuid string) error {
 func (m *Manager) ReportProgress(ctx context.Context, id string, p Progress) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.work[id]
-	if !ok {
-		return fmt.Errorf("%w: workload %q", ErrNotFound, id)
+	e, err := m.entry(id)
+	if err != nil {
+		return err
 	}
 	m.emit(e, Event{Type: EventProgress, Progress: &p})
 	return nil
