@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,7 +243,7 @@ func (d *demo) story(ctx context.Context, runDone <-chan struct{}) (workload.Cur
 	// Keep the paid job; the other GPUs get what an idle card needs.
 	target := 0.0
 	for _, s := range samples {
-		if contains(training.GPUs, s.UUID) {
+		if slices.Contains(training.GPUs, s.UUID) {
 			target += s.PowerW.Value
 		} else {
 			target += idleAllowanceW
@@ -417,15 +418,6 @@ func sum(samples []gpu.Sample) float64 {
 		t += s.PowerW.Or(0)
 	}
 	return t
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 func exitCode(wl workload.Workload) int { return codeOf(wl.Exit) }
