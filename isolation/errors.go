@@ -1,11 +1,7 @@
 package isolation
 
 import (
-	"context"
-	"errors"
 	"fmt"
-
-	"github.com/containerd/errdefs"
 
 	"github.com/gpufarm/gpufarm/gpu"
 )
@@ -31,30 +27,3 @@ var (
 	// ErrUnsupported: this runtime lacks the feature.
 	ErrUnsupported = fmt.Errorf("isolation: not supported by this runtime: %w", gpu.ErrUnsupported)
 )
-
-// mapErr gives a containerd error its category, keeping it in the chain.
-func mapErr(err error, format string, args ...any) error {
-	if err == nil {
-		return nil
-	}
-	msg := fmt.Sprintf(format, args...)
-	switch {
-	case errdefs.IsNotFound(err):
-		return fmt.Errorf("%w: %s: %w", ErrNotFound, msg, err)
-	case errdefs.IsAlreadyExists(err):
-		return fmt.Errorf("%w: %s: %w", ErrExists, msg, err)
-	case errdefs.IsFailedPrecondition(err), errdefs.IsConflict(err):
-		return fmt.Errorf("%w: %s: %w", ErrState, msg, err)
-	case errdefs.IsInvalidArgument(err):
-		return fmt.Errorf("%w: %s: %w", ErrInvalid, msg, err)
-	case errdefs.IsUnavailable(err):
-		return fmt.Errorf("%w: %s: %w", ErrUnavailable, msg, err)
-	case errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err):
-		return fmt.Errorf("%w: %s: %w", ErrPermission, msg, err)
-	case errdefs.IsNotImplemented(err):
-		return fmt.Errorf("%w: %s: %w", ErrUnsupported, msg, err)
-	case errdefs.IsCanceled(err), errdefs.IsDeadlineExceeded(err), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w", msg, err)
-	}
-	return fmt.Errorf("isolation: %s: %w", msg, err)
-}

@@ -3,6 +3,7 @@ package isolation
 import (
 	"context"
 	"io"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -89,7 +90,8 @@ type Filter struct {
 	Labels map[string]string
 }
 
-func (f Filter) match(tenant string, labels map[string]string) bool {
+// Match reports whether a container of tenant with labels passes the filter.
+func (f Filter) Match(tenant string, labels map[string]string) bool {
 	if f.Tenant != "" && f.Tenant != tenant {
 		return false
 	}
@@ -106,8 +108,8 @@ func (f Filter) match(tenant string, labels map[string]string) bool {
 //
 // Optional features are separate interfaces, reached by a type assertion
 // on the Runtime: Recover through Recoverer (containers that outlive the
-// SDK), Import and Pull through ImageStore (per-tenant images). Containerd
-// implements both; Process neither.
+// SDK), Import and Pull through ImageStore (per-tenant images). The
+// containerd runtime implements both; the process runtime neither.
 //
 //	if rec, ok := rt.(isolation.Recoverer); ok {
 //		infos, err := rec.Recover(ctx)
@@ -180,6 +182,24 @@ type PullOptions struct {
 	Secret   string
 	// PlainHTTP talks HTTP instead of HTTPS (a registry on localhost).
 	PlainHTTP bool
+}
+
+// InfoFromLabels describes a container from the labels a runtime put on
+// it (Spec.ContainerLabels); the runtime adds the state, PID, times and
+// log path it knows.
+func InfoFromLabels(ref Ref, labels map[string]string) Info {
+	info := Info{
+		Ref: ref, Workload: labels[LabelWorkload], Kind: labels[LabelKind], Image: labels[LabelImage],
+		GPUs: splitList(labels[LabelGPUs]), Devices: splitList(labels[LabelDevices]), Labels: labels,
+		State: StateCreated, StopSignal: DefaultStopSignal, StopGrace: DefaultStopGrace,
+	}
+	if n, err := strconv.Atoi(labels[LabelStopSignal]); err == nil && n > 0 {
+		info.StopSignal = syscall.Signal(n)
+	}
+	if d, err := time.ParseDuration(labels[LabelStopGrace]); err == nil && d > 0 {
+		info.StopGrace = d
+	}
+	return info
 }
 
 func splitList(s string) []string {

@@ -12,7 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"regexp"
+
 	"tags.cncf.io/container-device-interface/pkg/parser"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -29,12 +30,9 @@ const (
 	LabelGPUs     = LabelPrefix + "gpus"     // GPU UUIDs, comma-separated
 	LabelImage    = LabelPrefix + "image"    // Spec.Image
 
-	labelDevices    = LabelPrefix + "cdi-devices"  // CDI names, comma-separated
-	labelStopSignal = LabelPrefix + "stop-signal"  // decimal signal number
-	labelStopGrace  = LabelPrefix + "stop-grace"   // Go duration
-	labelStop       = LabelPrefix + "stop"         // "requested" or "killed", set by Stop
-	labelOOM        = LabelPrefix + "oom"          // "true" once an OOM kill was seen
-	labelMemory     = LabelPrefix + "memory-bytes" // Limits.MemoryBytes, when set
+	LabelDevices    = LabelPrefix + "cdi-devices" // CDI names, comma-separated
+	LabelStopSignal = LabelPrefix + "stop-signal" // decimal signal number
+	LabelStopGrace  = LabelPrefix + "stop-grace"  // Go duration
 )
 
 // Defaults applied to a Spec's zero fields.
@@ -158,7 +156,7 @@ func (s Spec) Validate() error {
 	}
 	if s.ID == "" {
 		bad("spec.ID is empty: name the container")
-	} else if err := identifiers.Validate(s.ID); err != nil {
+	} else if !ValidIdentifier(s.ID) {
 		bad("spec.ID %q: use letters, digits and single '.', '_' or '-' between them, at most 76 characters", s.ID)
 	}
 	if s.Tenant == "" {
@@ -184,7 +182,7 @@ func (s Spec) Validate() error {
 		bad("spec.WorkingDir %q is not absolute", s.WorkingDir)
 	}
 	if s.User != "" {
-		if _, _, err := parseUser(s.User); err != nil {
+		if _, _, err := ParseUser(s.User); err != nil {
 			bad("spec.User %q: %v", s.User, err)
 		}
 	}
@@ -261,8 +259,9 @@ func (s Spec) Validate() error {
 	return errors.Join(errs...)
 }
 
-// withDefaults fills the zero optional fields.
-func (s Spec) withDefaults() Spec {
+// WithDefaults fills the zero optional fields; runtimes apply it to a
+// valid spec before they act on it.
+func (s Spec) WithDefaults() Spec {
 	if s.Workload == "" {
 		s.Workload = s.ID
 	}
@@ -284,8 +283,8 @@ func (s Spec) withDefaults() Spec {
 	return s
 }
 
-// devices lists the CDI names of the spec's GPUs.
-func (s Spec) devices() []string {
+// DeviceNames lists the CDI names of the spec's GPUs.
+func (s Spec) DeviceNames() []string {
 	out := make([]string, 0, len(s.GPUs))
 	for _, g := range s.GPUs {
 		out = append(out, g.Device)
@@ -293,8 +292,10 @@ func (s Spec) devices() []string {
 	return out
 }
 
-// labels are the container labels of a defaulted spec.
-func (s Spec) labels() map[string]string {
+// ContainerLabels are the labels a runtime puts on the container of a
+// defaulted spec: the spec's own and the SDK's, from which InfoFromLabels
+// reads it back.
+func (s Spec) ContainerLabels() map[string]string {
 	l := make(map[string]string, len(s.Labels)+10)
 	for k, v := range s.Labels {
 		l[k] = v
@@ -311,17 +312,15 @@ func (s Spec) labels() map[string]string {
 	l[LabelTenant] = s.Tenant
 	l[LabelGPUs] = strings.Join(uuids, ",")
 	l[LabelImage] = s.Image
-	l[labelDevices] = strings.Join(s.devices(), ",")
-	l[labelStopSignal] = strconv.Itoa(int(s.StopSignal))
-	l[labelStopGrace] = s.StopGrace.String()
-	if s.Limits.MemoryBytes > 0 {
-		l[labelMemory] = strconv.FormatInt(s.Limits.MemoryBytes, 10)
-	}
+	l[LabelDevices] = strings.Join(s.DeviceNames(), ",")
+	l[LabelStopSignal] = strconv.Itoa(int(s.StopSignal))
+	l[LabelStopGrace] = s.StopGrace.String()
 	return l
 }
 
-// parseUser reads "uid" or "uid:gid"; gid defaults to uid.
-func parseUser(u string) (uid, gid uint32, err error) {
+// ParseUser reads a Spec.User, "uid" or "uid:gid" in numbers; gid
+// defaults to uid.
+func ParseUser(u string) (uid, gid uint32, err error) {
 	us, gs, hasGID := strings.Cut(u, ":")
 	parse := func(s string) (uint32, error) {
 		v, err := strconv.ParseUint(s, 10, 32)
@@ -345,9 +344,22 @@ func parseUser(u string) (uid, gid uint32, err error) {
 // ValidateTenant checks that a tenant name makes a valid containerd
 // namespace, reporting ErrInvalid.
 func ValidateTenant(tenant string) error {
-	if tenant == "" || identifiers.Validate(tenant) != nil || len(NamespacePrefix+tenant) > 76 {
+	if tenant == "" || !ValidIdentifier(tenant) || len(NamespacePrefix+tenant) > maxIdentifier {
 		return fmt.Errorf("%w: tenant %q: use letters, digits and single '.', '_' or '-' between them, at most %d characters",
-			ErrInvalid, tenant, 76-len(NamespacePrefix))
+			ErrInvalid, tenant, maxIdentifier-len(NamespacePrefix))
 	}
 	return nil
+}
+
+// maxIdentifier and identifierPattern are containerd's rules for
+// container IDs and namespaces, kept here so that the contract does not
+// link containerd.
+const maxIdentifier = 76
+
+var identifierPattern = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
+
+// ValidIdentifier reports whether s is a valid container ID or namespace:
+// letters and digits with single '.', '_' or '-' between them, at most 76.
+func ValidIdentifier(s string) bool {
+	return len(s) <= maxIdentifier && identifierPattern.MatchString(s)
 }

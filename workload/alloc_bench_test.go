@@ -12,7 +12,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/gpu/sim"
-	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/process"
 )
 
 // bigNode is a 1,024-GPU simulated node: mostly mining, some paid work,
@@ -41,7 +41,7 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 	gm, err := gpu.New(context.Background(), rig)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = gm.Close() })
-	rt, err := isolation.NewProcess(isolation.WithLogDir(tb.TempDir()))
+	rt, err := process.New(process.WithLogDir(tb.TempDir()))
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = rt.Close() })
 	m, err := New(gm, rt)

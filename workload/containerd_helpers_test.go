@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
+	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -23,6 +23,7 @@ import (
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -78,8 +79,8 @@ func buildImages(tb testing.TB) (miner, trainer string) {
 type ctrNode struct {
 	tb     testing.TB
 	d      *containerdtest.Daemon
-	client *containerd.Client // straight to the daemon, to check what the SDK did
-	cdi    isolation.SimulatedCDI
+	client *ctrd.Client // straight to the daemon, to check what the SDK did
+	cdi    containerd.SimulatedCDI
 	rig    *sim.Rig
 	gpus   *gpu.Manager
 	devs   []gpu.Device
@@ -87,7 +88,7 @@ type ctrNode struct {
 	// when the test fails.
 	logs   *syncBuffer
 	logDir string
-	rt     *isolation.Containerd
+	rt     *containerd.Runtime
 	m      *workload.Manager
 	ev     *recorder
 	stop   func()
@@ -126,7 +127,7 @@ func newCtrNode(tb testing.TB, o ctrNodeOpts) *ctrNode {
 	gm, err := gpu.New(context.Background(), rig)
 	require.NoError(tb, err)
 	n := &ctrNode{tb: tb, d: d, client: d.Client(tb), rig: rig, gpus: gm, devs: gm.Devices(), logs: &syncBuffer{}, logDir: logDir}
-	n.cdi, err = isolation.WriteSimulatedCDI(cdiDir, n.devs)
+	n.cdi, err = containerd.WriteSimulatedCDI(cdiDir, n.devs)
 	require.NoError(tb, err)
 	tb.Cleanup(func() {
 		_ = gm.Close()
@@ -153,15 +154,15 @@ func newCtrNode(tb testing.TB, o ctrNodeOpts) *ctrNode {
 
 // newRuntime connects a new containerd runtime to the node's daemon; it is
 // closed when tb ends, after the manager has stopped.
-func (n *ctrNode) newRuntime() *isolation.Containerd {
+func (n *ctrNode) newRuntime() *containerd.Runtime {
 	n.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rt, err := isolation.NewContainerd(ctx,
-		isolation.WithAddress(n.d.Address),
-		isolation.WithLogDir(n.logDir),
-		isolation.WithCDISpecDirs(n.cdi.SpecDir),
-		isolation.WithLogger(slog.New(slog.NewTextHandler(n.logs, nil)).With("component", "isolation")),
+	rt, err := containerd.New(ctx,
+		containerd.WithAddress(n.d.Address),
+		containerd.WithLogDir(n.logDir),
+		containerd.WithCDISpecDirs(n.cdi.SpecDir),
+		containerd.WithLogger(slog.New(slog.NewTextHandler(n.logs, nil)).With("component", "isolation")),
 	)
 	require.NoError(n.tb, err)
 	n.tb.Cleanup(func() { _ = rt.Close() })

@@ -8,7 +8,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/gpu/sim"
-	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/process"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -24,7 +24,7 @@ func ExampleManager() {
 	defer gpus.Close()
 	logs, _ := os.MkdirTemp("", "example-logs")
 	defer os.RemoveAll(logs)
-	rt, _ := isolation.NewProcess(isolation.WithLogDir(logs))
+	rt, _ := process.New(process.WithLogDir(logs))
 	defer rt.Close()
 
 	miner := workload.FillerFunc(func(ctx context.Context, d gpu.Device) (workload.Spec, bool) {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
+	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/workload"
 	"github.com/gpufarm/gpufarm/workload/bolt"
 )
@@ -117,15 +118,15 @@ func pct(ds []time.Duration, p float64) time.Duration {
 // bareNode drives the node's daemon with the containerd client alone, in a
 // namespace of its own, on the same simulated GPUs (the same CDI devices).
 type bareNode struct {
-	c       *containerd.Client
+	c       *ctrd.Client
 	ctx     context.Context // carries the namespace
-	cdi     *isolation.CDIRegistry
+	cdi     *containerd.CDIRegistry
 	devices []string // CDI names of the 2 GPUs the handover moves
 	logDir  string
 	// image configs, read once as isolation caches them
 	minerCfg, trainerCfg imagespec.ImageConfig
-	miners               []containerd.Container
-	trainer              containerd.Container
+	miners               []ctrd.Container
+	trainer              ctrd.Container
 }
 
 func newBareNode(b *testing.B, n *ctrNode) *bareNode {
@@ -135,7 +136,7 @@ func newBareNode(b *testing.B, n *ctrNode) *bareNode {
 	b.Cleanup(cancel)
 	// Unique to the process, as the tenants are (see miningTenant).
 	ctx = namespaces.WithNamespace(ctx, fmt.Sprintf("bench-bare-%d", os.Getpid()))
-	reg, err := isolation.NewCDIRegistry(n.cdi.SpecDir)
+	reg, err := containerd.NewCDIRegistry(n.cdi.SpecDir)
 	require.NoError(b, err)
 	require.NoError(b, reg.Refresh())
 	bn := &bareNode{c: n.client, ctx: ctx, cdi: reg, logDir: b.TempDir()}
@@ -149,8 +150,8 @@ func newBareNode(b *testing.B, n *ctrNode) *bareNode {
 		_ = f.Close()
 		require.NoError(b, err)
 		for _, i := range imgs {
-			img := containerd.NewImage(bn.c, i)
-			require.NoError(b, img.Unpack(ctx, isolation.DefaultSnapshotter))
+			img := ctrd.NewImage(bn.c, i)
+			require.NoError(b, img.Unpack(ctx, containerd.DefaultSnapshotter))
 			spec, err := img.Spec(ctx)
 			require.NoError(b, err)
 			if i.Name == minerRef {
@@ -191,16 +192,16 @@ func (bn *bareNode) specOpts(cfg imagespec.ImageConfig, args []string, devices [
 }
 
 // run creates and starts a container, as the bare client would.
-func (bn *bareNode) run(id, ref string, opts []oci.SpecOpts) (containerd.Container, time.Duration, time.Duration, error) {
+func (bn *bareNode) run(id, ref string, opts []oci.SpecOpts) (ctrd.Container, time.Duration, time.Duration, error) {
 	t0 := time.Now()
 	img, err := bn.c.GetImage(bn.ctx, ref)
 	if err != nil {
 		return nil, 0, 0, err
 	}
 	ctr, err := bn.c.NewContainer(bn.ctx, id,
-		containerd.WithNewSnapshot(id, img),
-		containerd.WithNewSpec(opts...),
-		containerd.WithRuntime(isolation.DefaultRuntimeName, nil))
+		ctrd.WithNewSnapshot(id, img),
+		ctrd.WithNewSpec(opts...),
+		ctrd.WithRuntime(containerd.DefaultRuntimeName, nil))
 	if err != nil {
 		return nil, 0, 0, err
 	}
@@ -241,8 +242,8 @@ func (bn *bareNode) handover(b *testing.B, i int) bareTimes {
 	ctx := bn.ctx
 	var st bareTimes
 	t0 := time.Now()
-	var tasks []containerd.Task
-	var exits []<-chan containerd.ExitStatus
+	var tasks []ctrd.Task
+	var exits []<-chan ctrd.ExitStatus
 	for _, ctr := range bn.miners {
 		task, err := ctr.Task(ctx, nil)
 		require.NoError(b, err)
@@ -262,7 +263,7 @@ func (bn *bareNode) handover(b *testing.B, i int) bareTimes {
 	for k, ctr := range bn.miners {
 		_, err := tasks[k].Delete(ctx)
 		require.NoError(b, err)
-		require.NoError(b, ctr.Delete(ctx, containerd.WithSnapshotCleanup))
+		require.NoError(b, ctr.Delete(ctx, ctrd.WithSnapshotCleanup))
 	}
 	st.del = time.Since(t0) - st.kill
 	ckpt := ckptDir(b)
@@ -287,5 +288,5 @@ func (bn *bareNode) removeTrainer(b *testing.B) {
 	<-exit
 	_, err = task.Delete(bn.ctx)
 	require.NoError(b, err)
-	require.NoError(b, bn.trainer.Delete(bn.ctx, containerd.WithSnapshotCleanup))
+	require.NoError(b, bn.trainer.Delete(bn.ctx, ctrd.WithSnapshotCleanup))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gpufarm/gpufarm/gpu/sim"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/process"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -79,7 +80,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	require.NoError(t, err)
 	rt := o.rt
 	if rt == nil {
-		rt, err = isolation.NewProcess(isolation.WithLogDir(t.TempDir()))
+		rt, err = process.New(process.WithLogDir(t.TempDir()))
 		require.NoError(t, err)
 	}
 	if o.store == nil {

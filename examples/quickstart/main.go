@@ -23,6 +23,8 @@ import (
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
+	"github.com/gpufarm/gpufarm/isolation/process"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -473,13 +475,13 @@ func (e *env) containerd(ctx context.Context, devs []gpu.Device, log *slog.Logge
 		return err
 	}
 	e.daemon = d
-	cdi, err := isolation.WriteSimulatedCDI(filepath.Join(e.dir, "cdi"), devs)
+	cdi, err := containerd.WriteSimulatedCDI(filepath.Join(e.dir, "cdi"), devs)
 	if err != nil {
 		e.close()
 		return err
 	}
-	rt, err := isolation.NewContainerd(ctx, isolation.WithAddress(d.Address), isolation.WithLogger(log),
-		isolation.WithLogDir(filepath.Join(e.dir, "logs")), isolation.WithCDISpecDirs(cdi.SpecDir))
+	rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogger(log),
+		containerd.WithLogDir(filepath.Join(e.dir, "logs")), containerd.WithCDISpecDirs(cdi.SpecDir))
 	if err != nil {
 		e.close()
 		return err
@@ -517,7 +519,7 @@ func (e *env) processRuntime(ctx context.Context, log *slog.Logger) error {
 		}
 		e.bins[pkg] = out
 	}
-	rt, err := isolation.NewProcess(isolation.WithLogger(log), isolation.WithLogDir(filepath.Join(e.dir, "logs")))
+	rt, err := process.New(process.WithLogger(log), process.WithLogDir(filepath.Join(e.dir, "logs")))
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,10 @@
-package isolation
+package containerd
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gpufarm/gpufarm/isolation"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -53,18 +54,18 @@ func WriteSimulatedCDI(dir string, devices []gpu.Device) (SimulatedCDI, error) {
 	minors, indexes := map[int]bool{}, map[int]bool{}
 	for i, d := range devices {
 		if indexes[d.Index] {
-			errs = append(errs, fmt.Errorf("%w: devices[%d] repeats index %d", ErrInvalid, i, d.Index))
+			errs = append(errs, fmt.Errorf("%w: devices[%d] repeats index %d", isolation.ErrInvalid, i, d.Index))
 		}
 		indexes[d.Index] = true
 		if d.Minor < 0 || d.Minor >= nvidiactlMinor {
-			errs = append(errs, fmt.Errorf("%w: devices[%d] (index %d) has minor %d: want 0 to 254", ErrInvalid, i, d.Index, d.Minor))
+			errs = append(errs, fmt.Errorf("%w: devices[%d] (index %d) has minor %d: want 0 to 254", isolation.ErrInvalid, i, d.Index, d.Minor))
 		} else if minors[d.Minor] {
-			errs = append(errs, fmt.Errorf("%w: devices[%d] (index %d) repeats minor %d", ErrInvalid, i, d.Index, d.Minor))
+			errs = append(errs, fmt.Errorf("%w: devices[%d] (index %d) repeats minor %d", isolation.ErrInvalid, i, d.Index, d.Minor))
 		}
 		minors[d.Minor] = true
 	}
 	if !filepath.IsAbs(dir) {
-		errs = append(errs, fmt.Errorf("%w: CDI dir %q is not absolute", ErrInvalid, dir))
+		errs = append(errs, fmt.Errorf("%w: CDI dir %q is not absolute", isolation.ErrInvalid, dir))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return SimulatedCDI{}, err
@@ -128,9 +129,9 @@ func writeSimulatedCDI(out SimulatedCDI, devices []gpu.Device, made *madePaths) 
 		_ = os.Remove(host)
 		if err := unix.Mknod(host, unix.S_IFCHR|0o666, int(unix.Mkdev(nvidiaMajor, uint32(minor)))); err != nil {
 			if errors.Is(err, os.ErrPermission) {
-				return nil, fmt.Errorf("%w: mknod %s needs root (CAP_MKNOD): %w", ErrPermission, host, err)
+				return nil, fmt.Errorf("%w: mknod %s needs root (CAP_MKNOD): %w", isolation.ErrPermission, host, err)
 			}
-			return nil, fmt.Errorf("%w: mknod %s: %w", ErrUnavailable, host, err)
+			return nil, fmt.Errorf("%w: mknod %s: %w", isolation.ErrUnavailable, host, err)
 		}
 		*made = append(*made, host)
 		if err := os.Chmod(host, 0o666); err != nil { // mknod's mode passes through the umask

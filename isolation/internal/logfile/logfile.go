@@ -1,4 +1,7 @@
-package isolation
+// Package logfile keeps the log files of containers under a size cap: the
+// shim (containerd) or the SDK (process runtime) appends, and the newest
+// output is kept.
+package logfile
 
 import (
 	"errors"
@@ -35,8 +38,8 @@ import (
 // Runtime runs, nothing enforces the cap; the first check after a restart
 // brings the files back under it.
 
-// rotateLog applies the cap to one shim-written log file.
-func rotateLog(path string, capBytes int64) error {
+// Rotate applies the cap to one shim-written log file.
+func Rotate(path string, capBytes int64) error {
 	half := capBytes / 2
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
@@ -105,9 +108,9 @@ func copyTruncate(f *os.File, path string, size, half int64) error {
 	return f.Truncate(0)
 }
 
-// openLogs reads a log's older generation followed by its current file.
+// Open reads a log's older generation followed by its current file.
 // A log never written reads as empty.
-func openLogs(path string) (io.ReadCloser, error) {
+func Open(path string) (io.ReadCloser, error) {
 	var files []*os.File
 	for _, p := range []string{path + ".1", path} {
 		f, err := os.Open(p)
@@ -143,8 +146,8 @@ func (m *multiReadCloser) Close() error {
 	return errors.Join(errs...)
 }
 
-// removeLogs deletes a log and its older generation.
-func removeLogs(path string) error {
+// Remove deletes a log and its older generation.
+func Remove(path string) error {
 	var errs []error
 	for _, p := range []string{path, path + ".1", path + ".1.tmp"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -154,10 +157,10 @@ func removeLogs(path string) error {
 	return errors.Join(errs...)
 }
 
-// cappedLog is a log file this process writes itself (the Process
+// Capped is a log file this process writes itself (the Process
 // runtime): the same policy, but rotation renames the file, so nothing is
 // lost.
-type cappedLog struct {
+type Capped struct {
 	mu       sync.Mutex
 	path     string
 	capBytes int64
@@ -165,7 +168,7 @@ type cappedLog struct {
 	size     int64
 }
 
-func newCappedLog(path string, capBytes int64) (*cappedLog, error) {
+func NewCapped(path string, capBytes int64) (*Capped, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("isolation: log file: %w", err)
@@ -175,10 +178,10 @@ func newCappedLog(path string, capBytes int64) (*cappedLog, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("isolation: log file: %w", err)
 	}
-	return &cappedLog{path: path, capBytes: capBytes, f: f, size: st.Size()}, nil
+	return &Capped{path: path, capBytes: capBytes, f: f, size: st.Size()}, nil
 }
 
-func (l *cappedLog) Write(p []byte) (int, error) {
+func (l *Capped) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
@@ -209,7 +212,7 @@ func (l *cappedLog) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-func (l *cappedLog) rotate() error {
+func (l *Capped) rotate() error {
 	if err := l.f.Close(); err != nil {
 		return err
 	}
@@ -225,7 +228,7 @@ func (l *cappedLog) rotate() error {
 	return nil
 }
 
-func (l *cappedLog) Close() error {
+func (l *Capped) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {

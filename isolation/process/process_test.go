@@ -1,4 +1,4 @@
-package isolation_test
+package process_test
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,20 +15,33 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/process"
 )
 
-func newProcess(t *testing.T, opts ...isolation.Option) (*isolation.Process, *syncWriter) {
+func newProcess(t *testing.T, opts ...process.Option) (*process.Runtime, *syncWriter) {
 	t.Helper()
 	logw := &syncWriter{w: &bytes.Buffer{}}
-	opts = append([]isolation.Option{
-		isolation.WithLogDir(filepath.Join(t.TempDir(), "logs")),
-		isolation.WithLogger(slog.New(slog.NewTextHandler(logw, nil))),
+	opts = append([]process.Option{
+		process.WithLogDir(filepath.Join(t.TempDir(), "logs")),
+		process.WithLogger(slog.New(slog.NewTextHandler(logw, nil))),
 	}, opts...)
-	p, err := isolation.NewProcess(opts...)
+	p, err := process.New(opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p, logw
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func (s *syncWriter) String() string {
@@ -66,7 +80,7 @@ func TestProcessLifecycle(t *testing.T) {
 	ctx := context.Background()
 	s := shSpec("job", `echo "gpus=$CUDA_VISIBLE_DEVICES secret=$GPUFARM_SECRET_OF_THE_SDK a=$A"; exit 3`)
 	s.Env = []string{"A=1"}
-	s.GPUs = []isolation.GPU{isolation.GPUFor(simulatedGPUs[1])}
+	s.GPUs = []isolation.GPU{isolation.GPUFor(gpu.Device{Index: 1, UUID: "GPU-11111111-2222-3333-4444-000000000001"})}
 	info, err := p.Create(ctx, s)
 	require.NoError(t, err)
 	assert.Equal(t, isolation.StateCreated, info.State)
@@ -78,7 +92,7 @@ func TestProcessLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, es.Code)
 	assert.Equal(t, isolation.ReasonExited, es.Reason)
-	assert.Equal(t, "gpus="+simulatedGPUs[1].UUID+" secret= a=1\n", procOutput(t, p, info.Ref),
+	assert.Equal(t, "gpus=GPU-11111111-2222-3333-4444-000000000001 secret= a=1\n", procOutput(t, p, info.Ref),
 		"only its GPUs by convention, and none of the SDK's environment")
 
 	got, err := p.Inspect(ctx, info.Ref)
@@ -139,7 +153,7 @@ func TestProcessBadInput(t *testing.T) {
 
 func TestProcessLogsCappedAndCloseKills(t *testing.T) {
 	const capBytes = 8 << 10
-	p, _ := newProcess(t, isolation.WithLogCapBytes(capBytes))
+	p, _ := newProcess(t, process.WithLogCapBytes(capBytes))
 	ctx := context.Background()
 	info, err := p.Create(ctx, shSpec("chatty", `i=0; while [ $i -lt 3000 ]; do echo "line $i"; i=$((i+1)); done; echo done; sleep 60`))
 	require.NoError(t, err)

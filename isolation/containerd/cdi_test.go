@@ -1,4 +1,4 @@
-package isolation_test
+package containerd_test
 
 import (
 	"os"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
 
 // fixtures are nvidia-ctk specs; provenance in testdata/cdi/SOURCES.txt.
@@ -66,7 +67,7 @@ func TestCDIRegistryResolvesNvidiaCtkSpecs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.fixture, func(t *testing.T) {
-			r, err := isolation.NewCDIRegistry(specDir(t, tc.fixture))
+			r, err := containerd.NewCDIRegistry(specDir(t, tc.fixture))
 			require.NoError(t, err)
 			require.NoError(t, r.Refresh(), "the spec loads")
 			require.NoError(t, r.Resolve(tc.known...))
@@ -84,7 +85,7 @@ func TestCDIRegistryResolvesNvidiaCtkSpecs(t *testing.T) {
 	}
 
 	t.Run("later dir wins for the same device", func(t *testing.T) {
-		r, err := isolation.NewCDIRegistry(
+		r, err := containerd.NewCDIRegistry(
 			specDir(t, "tesla-t4_single-gpu_driver570.133.20_aws-g4dn.xlarge_etc-cdi-nvidia.yaml"),
 			specDir(t, "tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml"))
 		require.NoError(t, err)
@@ -93,7 +94,7 @@ func TestCDIRegistryResolvesNvidiaCtkSpecs(t *testing.T) {
 	})
 
 	t.Run("missing dirs are no error", func(t *testing.T) {
-		r, err := isolation.NewCDIRegistry(filepath.Join(t.TempDir(), "none"))
+		r, err := containerd.NewCDIRegistry(filepath.Join(t.TempDir(), "none"))
 		require.NoError(t, err)
 		require.NoError(t, r.Refresh())
 		assert.Empty(t, r.Devices())
@@ -102,7 +103,7 @@ func TestCDIRegistryResolvesNvidiaCtkSpecs(t *testing.T) {
 	t.Run("a broken spec is reported", func(t *testing.T) {
 		dir := t.TempDir()
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: [{name: \"\"}]\n"), 0o644))
-		r, err := isolation.NewCDIRegistry(dir)
+		r, err := containerd.NewCDIRegistry(dir)
 		require.NoError(t, err)
 		assert.Error(t, r.Refresh())
 	})
@@ -128,10 +129,10 @@ func TestCDIRegistryFindsTheUUIDOfAnIndexName(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+" in "+tc.fixture, func(t *testing.T) {
-			r, err := isolation.NewCDIRegistry(specDir(t, tc.fixture))
+			r, err := containerd.NewCDIRegistry(specDir(t, tc.fixture))
 			require.NoError(t, err)
 			require.NoError(t, r.Refresh())
-			assert.Equal(t, tc.uuid, isolation.UUIDOf(r, tc.name))
+			assert.Equal(t, tc.uuid, containerd.UUIDOf(r, tc.name))
 		})
 	}
 }
@@ -150,7 +151,7 @@ func requireRoot(t *testing.T) {
 func TestWriteSimulatedCDI(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
-	sim, err := isolation.WriteSimulatedCDI(dir, simulatedGPUs)
+	sim, err := containerd.WriteSimulatedCDI(dir, simulatedGPUs)
 	require.NoError(t, err)
 	for name, minor := range map[string]uint32{"nvidia0": 0, "nvidia1": 1, "nvidiactl": 255} {
 		var st unix.Stat_t
@@ -161,7 +162,7 @@ func TestWriteSimulatedCDI(t *testing.T) {
 	}
 	assert.Equal(t, []string{"nvidia.com/gpu=0", "nvidia.com/gpu=" + simulatedGPUs[0].UUID}, sim.Names[0])
 
-	r, err := isolation.NewCDIRegistry(sim.SpecDir)
+	r, err := containerd.NewCDIRegistry(sim.SpecDir)
 	require.NoError(t, err)
 	require.NoError(t, r.Refresh())
 	assert.Equal(t, []string{
@@ -169,8 +170,8 @@ func TestWriteSimulatedCDI(t *testing.T) {
 		"nvidia.com/gpu=" + simulatedGPUs[0].UUID, "nvidia.com/gpu=" + simulatedGPUs[1].UUID,
 		"nvidia.com/gpu=all",
 	}, r.Devices())
-	assert.Equal(t, simulatedGPUs[1].UUID, isolation.UUIDOf(r, "nvidia.com/gpu=1"), "index names resolve to UUIDs as with nvidia-ctk")
-	assert.Empty(t, isolation.UUIDOf(r, "nvidia.com/gpu=all"), "two GPUs have no one UUID")
+	assert.Equal(t, simulatedGPUs[1].UUID, containerd.UUIDOf(r, "nvidia.com/gpu=1"), "index names resolve to UUIDs as with nvidia-ctk")
+	assert.Empty(t, containerd.UUIDOf(r, "nvidia.com/gpu=all"), "two GPUs have no one UUID")
 
 	cases := []struct {
 		device string
@@ -201,9 +202,9 @@ func TestWriteSimulatedCDI(t *testing.T) {
 	}
 
 	t.Run("bad devices", func(t *testing.T) {
-		_, err := isolation.WriteSimulatedCDI(t.TempDir(), append(simulatedGPUs, simulatedGPUs[0]))
+		_, err := containerd.WriteSimulatedCDI(t.TempDir(), append(simulatedGPUs, simulatedGPUs[0]))
 		assert.ErrorIs(t, err, isolation.ErrInvalid)
-		_, err = isolation.WriteSimulatedCDI("relative", simulatedGPUs)
+		_, err = containerd.WriteSimulatedCDI("relative", simulatedGPUs)
 		assert.ErrorIs(t, err, isolation.ErrInvalid)
 	})
 }
@@ -219,8 +220,8 @@ func TestWriteSimulatedCDIFailureLeavesNothing(t *testing.T) {
 		says  string
 	}{
 		{"a GPU's node cannot be made", "dev/nvidia1/keep", "mknod"},
-		{"the spec cannot be written", isolation.SimulatedSpecFile + ".tmp/keep", "write CDI spec"},
-		{"the spec cannot be put in place", isolation.SimulatedSpecFile + "/keep", "write CDI spec"},
+		{"the spec cannot be written", containerd.SimulatedSpecFile + ".tmp/keep", "write CDI spec"},
+		{"the spec cannot be put in place", containerd.SimulatedSpecFile + "/keep", "write CDI spec"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -229,7 +230,7 @@ func TestWriteSimulatedCDIFailureLeavesNothing(t *testing.T) {
 			require.NoError(t, os.MkdirAll(filepath.Dir(block), 0o755))
 			require.NoError(t, os.WriteFile(block, nil, 0o644))
 			before := tree(t, dir)
-			_, err := isolation.WriteSimulatedCDI(dir, simulatedGPUs)
+			_, err := containerd.WriteSimulatedCDI(dir, simulatedGPUs)
 			require.Error(t, err)
 			t.Logf("error: %v", err)
 			assert.Contains(t, err.Error(), tc.says)

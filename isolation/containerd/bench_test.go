@@ -1,4 +1,4 @@
-package isolation_test
+package containerd_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
+	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -66,8 +66,8 @@ func BenchmarkStartStop(b *testing.B) {
 	}
 	bareStart := func(id string, opts []oci.SpecOpts) (func() error, error) {
 		ctr, err := f.client.NewContainer(nctx, id,
-			containerd.WithNewSnapshot(id, img),
-			containerd.WithNewSpec(opts...))
+			ctrd.WithNewSnapshot(id, img),
+			ctrd.WithNewSpec(opts...))
 		if err != nil {
 			return nil, err
 		}
@@ -90,7 +90,7 @@ func BenchmarkStartStop(b *testing.B) {
 			if _, err := task.Delete(nctx); err != nil {
 				return err
 			}
-			return ctr.Delete(nctx, containerd.WithSnapshotCleanup)
+			return ctr.Delete(nctx, ctrd.WithSnapshotCleanup)
 		}, nil
 	}
 	cycle := func(start func() (func() error, error)) time.Duration {

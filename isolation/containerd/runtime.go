@@ -1,4 +1,4 @@
-package isolation
+package containerd
 
 import (
 	"context"
@@ -14,11 +14,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/internal/logfile"
+
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
-	containerd "github.com/containerd/containerd/v2/client"
+	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
@@ -34,13 +37,13 @@ import (
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Containerd runs each container in containerd (1.6 or newer) through the
+// Runtime runs each container in containerd (1.6 or newer) through the
 // v2 Go client, hardened by default (see Create), with its GPUs injected
 // through CDI and each tenant in its own namespace. Containers, their
 // labels and their logs live in containerd and on disk, not in this value:
-// a new Containerd finds them again (Recover).
-type Containerd struct {
-	client     *containerd.Client
+// a new Runtime finds them again (Recover).
+type Runtime struct {
+	client     *ctrd.Client
 	ownsClient bool
 	opts       options
 	log        *slog.Logger
@@ -62,44 +65,51 @@ type Containerd struct {
 }
 
 var (
-	_ Runtime    = (*Containerd)(nil)
-	_ Recoverer  = (*Containerd)(nil)
-	_ Preparer   = (*Containerd)(nil)
-	_ ImageStore = (*Containerd)(nil)
+	_ isolation.Runtime    = (*Runtime)(nil)
+	_ isolation.Recoverer  = (*Runtime)(nil)
+	_ isolation.Preparer   = (*Runtime)(nil)
+	_ isolation.ImageStore = (*Runtime)(nil)
+)
+
+// Labels of this runtime's own, beside the SDK's (isolation.LabelPrefix).
+const (
+	labelStop   = isolation.LabelPrefix + "stop"         // "requested" or "killed", set by Stop
+	labelOOM    = isolation.LabelPrefix + "oom"          // "true" once an OOM kill was seen
+	labelMemory = isolation.LabelPrefix + "memory-bytes" // Limits.MemoryBytes, when set
 )
 
 // leaseLabel marks the lease that holds a container's new snapshot while
 // Create runs; Recover removes those an interrupted Create left.
-const leaseLabel = LabelPrefix + "create"
+const leaseLabel = isolation.LabelPrefix + "create"
 
 // createLeaseExpiry bounds how long an interrupted Create's snapshot can
 // outlive it even if Recover never runs: containerd collects it then.
 const createLeaseExpiry = 10 * time.Minute
 
-// NewContainerd connects to containerd and starts enforcing the log cap.
-// It fails with ErrInvalid listing every bad option, and with
-// ErrUnavailable when containerd does not answer.
-func NewContainerd(ctx context.Context, opts ...Option) (*Containerd, error) {
-	o, err := buildOptions(forContainerd, opts)
+// New connects to containerd and starts enforcing the log cap.
+// It fails with isolation.ErrInvalid listing every bad option, and with
+// isolation.ErrUnavailable when containerd does not answer.
+func New(ctx context.Context, opts ...Option) (*Runtime, error) {
+	o, err := buildOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	r := &Containerd{opts: o, log: o.logger, done: make(chan struct{}), client: o.client, images: map[string]imageMeta{},
+	r := &Runtime{opts: o, log: o.logger, done: make(chan struct{}), client: o.client, images: map[string]imageMeta{},
 		staleLease: time.Minute, stopHook: func(string) {}}
 	if r.client == nil {
 		if _, err := os.Stat(o.address); err != nil && !strings.Contains(o.address, "://") {
-			return nil, fmt.Errorf("%w: no containerd socket at %s (is containerd running? is the address right?): %w", ErrUnavailable, o.address, err)
+			return nil, fmt.Errorf("%w: no containerd socket at %s (is containerd running? is the address right?): %w", isolation.ErrUnavailable, o.address, err)
 		}
-		c, err := containerd.New(o.address, containerd.WithTimeout(10*time.Second))
+		c, err := ctrd.New(o.address, ctrd.WithTimeout(10*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("%w: connect to containerd at %s (is it running? is the address right?): %w", ErrUnavailable, o.address, err)
+			return nil, fmt.Errorf("%w: connect to containerd at %s (is it running? is the address right?): %w", isolation.ErrUnavailable, o.address, err)
 		}
 		r.client, r.ownsClient = c, true
 	}
 	v, err := r.client.Version(ctx)
 	if err != nil {
 		r.closeClient()
-		return nil, fmt.Errorf("%w: containerd at %s does not answer: %w", ErrUnavailable, o.address, err)
+		return nil, fmt.Errorf("%w: containerd at %s does not answer: %w", isolation.ErrUnavailable, o.address, err)
 	}
 	cdi, err := NewCDIRegistry(o.cdiDirs...)
 	if err != nil {
@@ -122,7 +132,7 @@ func NewContainerd(ctx context.Context, opts ...Option) (*Containerd, error) {
 	return r, nil
 }
 
-func (r *Containerd) closeClient() {
+func (r *Runtime) closeClient() {
 	if r.ownsClient {
 		_ = r.client.Close()
 	}
@@ -130,7 +140,7 @@ func (r *Containerd) closeClient() {
 
 // Close stops the log cap enforcement and closes the connection it
 // dialled. Containers keep running. It is idempotent.
-func (r *Containerd) Close() error {
+func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		close(r.done)
@@ -143,29 +153,29 @@ func (r *Containerd) Close() error {
 }
 
 // CDI is the runtime's device registry.
-func (r *Containerd) CDI() *CDIRegistry { return r.cdi }
+func (r *Runtime) CDI() *CDIRegistry { return r.cdi }
 
-func (r *Containerd) closed() error {
+func (r *Runtime) closed() error {
 	select {
 	case <-r.done:
-		return fmt.Errorf("%w: runtime closed", ErrUnavailable)
+		return fmt.Errorf("%w: runtime closed", isolation.ErrUnavailable)
 	default:
 		return nil
 	}
 }
 
-func (r *Containerd) nsContext(ctx context.Context, tenant string) (context.Context, error) {
+func (r *Runtime) nsContext(ctx context.Context, tenant string) (context.Context, error) {
 	if err := r.closed(); err != nil {
 		return nil, err
 	}
-	if err := ValidateTenant(tenant); err != nil {
+	if err := isolation.ValidateTenant(tenant); err != nil {
 		return nil, err
 	}
-	return namespaces.WithNamespace(ctx, Namespace(tenant)), nil
+	return namespaces.WithNamespace(ctx, isolation.Namespace(tenant)), nil
 }
 
-// load finds one of this SDK's containers; others are ErrNotFound.
-func (r *Containerd) load(ctx context.Context, ref Ref) (containerd.Container, context.Context, error) {
+// load finds one of this SDK's containers; others are isolation.ErrNotFound.
+func (r *Runtime) load(ctx context.Context, ref isolation.Ref) (ctrd.Container, context.Context, error) {
 	nctx, err := r.nsContext(ctx, ref.Tenant)
 	if err != nil {
 		return nil, nil, err
@@ -174,18 +184,18 @@ func (r *Containerd) load(ctx context.Context, ref Ref) (containerd.Container, c
 	if err != nil {
 		return nil, nil, mapErr(err, "container %s", ref)
 	}
-	info, err := ctr.Info(nctx, containerd.WithoutRefreshedMetadata)
+	info, err := ctr.Info(nctx, ctrd.WithoutRefreshedMetadata)
 	if err != nil {
 		return nil, nil, mapErr(err, "container %s", ref)
 	}
-	if info.Labels[LabelManaged] != "true" {
-		return nil, nil, fmt.Errorf("%w: container %s was not created by gpufarm", ErrNotFound, ref)
+	if info.Labels[isolation.LabelManaged] != "true" {
+		return nil, nil, fmt.Errorf("%w: container %s was not created by gpufarm", isolation.ErrNotFound, ref)
 	}
 	return ctr, nctx, nil
 }
 
-func (r *Containerd) logPath(ref Ref) string {
-	return filepath.Join(r.opts.logDir, Namespace(ref.Tenant), ref.ID+".log")
+func (r *Runtime) logPath(ref isolation.Ref) string {
+	return filepath.Join(r.opts.logDir, isolation.Namespace(ref.Tenant), ref.ID+".log")
 }
 
 // Create validates spec, resolves its CDI devices and its image, builds
@@ -198,9 +208,9 @@ func (r *Containerd) logPath(ref Ref) string {
 // read-only root filesystem with a tmpfs /tmp, and a network namespace of
 // its own unless Spec.Network is NetworkHost. Its device cgroup allows only
 // the standard pseudo-devices and its CDI devices.
-func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
+func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.Info, error) {
 	if err := r.closed(); err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
 	var problems []error
 	devs := validDevices(spec.GPUs)
@@ -213,11 +223,11 @@ func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
 	if err := spec.Validate(); err != nil {
 		problems = append(problems, err)
 	}
-	s := spec.withDefaults()
-	ref := Ref{Tenant: s.Tenant, ID: s.ID}
+	s := spec.WithDefaults()
+	ref := isolation.Ref{Tenant: s.Tenant, ID: s.ID}
 	var img images.Image
-	if ValidateTenant(s.Tenant) == nil {
-		nctx := namespaces.WithNamespace(ctx, Namespace(s.Tenant))
+	if isolation.ValidateTenant(s.Tenant) == nil {
+		nctx := namespaces.WithNamespace(ctx, isolation.Namespace(s.Tenant))
 		if len(devs) > 0 {
 			if err := r.cdi.Resolve(devs...); err != nil {
 				problems = append(problems, err)
@@ -228,7 +238,7 @@ func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
 			switch {
 			case errdefs.IsNotFound(err):
 				problems = append(problems, fmt.Errorf("%w: image %q is not in tenant %q: import or pull it for this tenant first: %w",
-					ErrNotFound, s.Image, s.Tenant, err))
+					isolation.ErrNotFound, s.Image, s.Tenant, err))
 			case err != nil:
 				problems = append(problems, mapErr(err, "image %q", s.Image))
 			default:
@@ -237,20 +247,23 @@ func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
 		}
 	}
 	if err := errors.Join(problems...); err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
-	nctx := namespaces.WithNamespace(ctx, Namespace(s.Tenant))
+	nctx := namespaces.WithNamespace(ctx, isolation.Namespace(s.Tenant))
 	meta, err := r.imageMeta(nctx, img)
 	if err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
 	// The whole OCI spec, CDI edits included, is built before anything
 	// exists, so its errors (a device node missing on the host) cost nothing.
 	ociSpec, err := r.buildSpec(nctx, s, meta.config)
 	if err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
-	labels := s.labels()
+	labels := s.ContainerLabels()
+	if s.Limits.MemoryBytes > 0 {
+		labels[labelMemory] = strconv.FormatInt(s.Limits.MemoryBytes, 10)
+	}
 
 	ctr, err := r.newContainer(nctx, s, ociSpec, meta, img, labels)
 	if errdefs.IsNotFound(err) {
@@ -258,31 +271,27 @@ func (r *Containerd) Create(ctx context.Context, spec Spec) (Info, error) {
 		// (images pruned): unpack again, once.
 		r.forgetImage(nctx, img)
 		if meta, err = r.imageMeta(nctx, img); err != nil {
-			return Info{}, err
+			return isolation.Info{}, err
 		}
 		ctr, err = r.newContainer(nctx, s, ociSpec, meta, img, labels)
 	}
 	if errdefs.IsAlreadyExists(err) {
-		return Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID: %w", ErrExists, ref, err)
+		return isolation.Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID: %w", isolation.ErrExists, ref, err)
 	}
 	if err != nil {
-		return Info{}, mapErr(err, "create container %s", ref)
+		return isolation.Info{}, mapErr(err, "create container %s", ref)
 	}
-	r.log.Info("container created", "container", ref.String(), "image", s.Image, "gpus", s.devices(),
+	r.log.Info("container created", "container", ref.String(), "image", s.Image, "gpus", s.DeviceNames(),
 		"user", s.User, "network", string(s.Network))
-	sig, grace := stopSettings(labels)
-	return Info{
-		Ref: ref, Workload: s.Workload, Kind: s.Kind, Image: s.Image,
-		GPUs: splitList(labels[LabelGPUs]), Devices: s.devices(), Labels: labels,
-		State: StateCreated, CreatedAt: ctrCreatedAt(nctx, ctr), StopSignal: sig, StopGrace: grace,
-		LogPath: r.logPath(ref),
-	}, nil
+	info := isolation.InfoFromLabels(ref, labels)
+	info.CreatedAt, info.LogPath = ctrCreatedAt(nctx, ctr), r.logPath(ref)
+	return info, nil
 }
 
 // newContainer makes the snapshot and the container under a lease; on
 // failure it deletes the lease synchronously, which collects the snapshot
 // if it was made.
-func (r *Containerd) newContainer(ctx context.Context, s Spec, ociSpec *oci.Spec, meta imageMeta, img images.Image, labels map[string]string) (containerd.Container, error) {
+func (r *Runtime) newContainer(ctx context.Context, s isolation.Spec, ociSpec *oci.Spec, meta imageMeta, img images.Image, labels map[string]string) (ctrd.Container, error) {
 	ls := r.client.LeasesService()
 	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(createLeaseExpiry),
 		leases.WithLabel(leaseLabel, s.ID))
@@ -291,9 +300,9 @@ func (r *Containerd) newContainer(ctx context.Context, s Spec, ociSpec *oci.Spec
 	}
 	ctr, err := r.client.NewContainer(leases.WithLease(ctx, lease.ID), s.ID,
 		r.withSnapshot(s.ID, meta.chainID, img.Name),
-		containerd.WithSpec(ociSpec),
-		containerd.WithRuntime(r.opts.runtimeName, nil),
-		containerd.WithContainerLabels(labels),
+		ctrd.WithSpec(ociSpec),
+		ctrd.WithRuntime(r.opts.runtimeName, nil),
+		ctrd.WithContainerLabels(labels),
 	)
 	del := []leases.DeleteOpt{}
 	if err != nil {
@@ -305,8 +314,8 @@ func (r *Containerd) newContainer(ctx context.Context, s Spec, ociSpec *oci.Spec
 	return ctr, err
 }
 
-func ctrCreatedAt(ctx context.Context, ctr containerd.Container) time.Time {
-	c, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+func ctrCreatedAt(ctx context.Context, ctr ctrd.Container) time.Time {
+	c, err := ctr.Info(ctx, ctrd.WithoutRefreshedMetadata)
 	if err != nil {
 		return time.Time{}
 	}
@@ -314,10 +323,10 @@ func ctrCreatedAt(ctx context.Context, ctr containerd.Container) time.Time {
 }
 
 // withSnapshot prepares the container's writable snapshot on the image's
-// unpacked layers (containerd.WithNewSnapshot, without re-reading the
+// unpacked layers (ctrd.WithNewSnapshot, without re-reading the
 // image each time).
-func (r *Containerd) withSnapshot(key, parent, image string) containerd.NewContainerOpts {
-	return func(ctx context.Context, client *containerd.Client, c *containers.Container) error {
+func (r *Runtime) withSnapshot(key, parent, image string) ctrd.NewContainerOpts {
+	return func(ctx context.Context, client *ctrd.Client, c *containers.Container) error {
 		if _, err := client.SnapshotService(r.opts.snapshotter).Prepare(ctx, key, parent); err != nil {
 			return err
 		}
@@ -338,7 +347,7 @@ func imageKey(ctx context.Context, img images.Image) string {
 	return ns + "\x00" + img.Name + "\x00" + img.Target.Digest.String()
 }
 
-func (r *Containerd) imageMeta(ctx context.Context, i images.Image) (imageMeta, error) {
+func (r *Runtime) imageMeta(ctx context.Context, i images.Image) (imageMeta, error) {
 	key := imageKey(ctx, i)
 	r.imagesMu.Lock()
 	m, ok := r.images[key]
@@ -346,7 +355,7 @@ func (r *Containerd) imageMeta(ctx context.Context, i images.Image) (imageMeta, 
 	if ok {
 		return m, nil
 	}
-	img := containerd.NewImage(r.client, i)
+	img := ctrd.NewImage(r.client, i)
 	cfg, err := imageConfig(ctx, img)
 	if err != nil {
 		return imageMeta{}, mapErr(err, "read the config of image %q", i.Name)
@@ -371,15 +380,15 @@ func (r *Containerd) imageMeta(ctx context.Context, i images.Image) (imageMeta, 
 	return m, nil
 }
 
-func (r *Containerd) forgetImage(ctx context.Context, img images.Image) {
+func (r *Runtime) forgetImage(ctx context.Context, img images.Image) {
 	r.imagesMu.Lock()
 	delete(r.images, imageKey(ctx, img))
 	r.imagesMu.Unlock()
 }
 
 // withUUIDs fills the empty UUIDs the CDI specs tell, on a copy.
-func (r *Containerd) withUUIDs(gpus []GPU) []GPU {
-	out := append([]GPU(nil), gpus...)
+func (r *Runtime) withUUIDs(gpus []isolation.GPU) []isolation.GPU {
+	out := append([]isolation.GPU(nil), gpus...)
 	for i, g := range out {
 		if g.UUID == "" && g.Device != "" {
 			out[i].UUID = r.cdi.uuidOf(g.Device)
@@ -388,7 +397,7 @@ func (r *Containerd) withUUIDs(gpus []GPU) []GPU {
 	return out
 }
 
-func validDevices(gpus []GPU) []string {
+func validDevices(gpus []isolation.GPU) []string {
 	var out []string
 	for _, g := range gpus {
 		if g.Device != "" {
@@ -407,7 +416,7 @@ type taskState struct {
 	exitedAt time.Time
 }
 
-func (r *Containerd) taskState(ctx context.Context, id string) (taskState, error) {
+func (r *Runtime) taskState(ctx context.Context, id string) (taskState, error) {
 	resp, err := r.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
 	if err != nil {
 		err = errgrpc.ToNative(err)
@@ -424,7 +433,7 @@ func (r *Containerd) taskState(ctx context.Context, id string) (taskState, error
 	return ts, nil
 }
 
-func (r *Containerd) deleteTask(ctx context.Context, id string) error {
+func (r *Runtime) deleteTask(ctx context.Context, id string) error {
 	_, err := r.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
 	if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
 		return err
@@ -434,7 +443,7 @@ func (r *Containerd) deleteTask(ctx context.Context, id string) error {
 
 // Start starts a created container, or restarts a stopped one. Its output
 // goes to its log file, written by containerd's shim.
-func (r *Containerd) Start(ctx context.Context, ref Ref) error {
+func (r *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
 		return err
@@ -463,7 +472,7 @@ func (r *Containerd) Start(ctx context.Context, ref Ref) error {
 			}
 			task, err = ctr.NewTask(nctx, cio.LogFile(path))
 		default:
-			return fmt.Errorf("%w: container %s is %s, not created or stopped", ErrState, ref, strings.ToLower(ts.status.String()))
+			return fmt.Errorf("%w: container %s is %s, not created or stopped", isolation.ErrState, ref, strings.ToLower(ts.status.String()))
 		}
 	}
 	if err != nil {
@@ -483,7 +492,7 @@ func (r *Containerd) Start(ctx context.Context, ref Ref) error {
 // device rules, without running its process: the slow half of Start, done
 // ahead so that Start only runs the process. Nothing of the image runs
 // until Start. Preparing a prepared container does nothing.
-func (r *Containerd) Prepare(ctx context.Context, ref Ref) error {
+func (r *Runtime) Prepare(ctx context.Context, ref isolation.Ref) error {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
 		return err
@@ -501,7 +510,7 @@ func (r *Containerd) Prepare(ctx context.Context, ref Ref) error {
 		if ts.status == tasktypes.Status_CREATED {
 			return nil
 		}
-		return fmt.Errorf("%w: container %s is %s, not created", ErrState, ref, strings.ToLower(ts.status.String()))
+		return fmt.Errorf("%w: container %s is %s, not created", isolation.ErrState, ref, strings.ToLower(ts.status.String()))
 	}
 	if err != nil {
 		return mapErr(err, "prepare task of %s", ref)
@@ -511,7 +520,7 @@ func (r *Containerd) Prepare(ctx context.Context, ref Ref) error {
 }
 
 // Signal sends sig to the container's main process.
-func (r *Containerd) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error {
+func (r *Runtime) Signal(ctx context.Context, ref isolation.Ref, sig syscall.Signal) error {
 	_, nctx, err := r.load(ctx, ref)
 	if err != nil {
 		return err
@@ -519,17 +528,17 @@ func (r *Containerd) Signal(ctx context.Context, ref Ref, sig syscall.Signal) er
 	return r.kill(nctx, ref, sig, false)
 }
 
-func (r *Containerd) kill(ctx context.Context, ref Ref, sig syscall.Signal, all bool) error {
+func (r *Runtime) kill(ctx context.Context, ref isolation.Ref, sig syscall.Signal, all bool) error {
 	_, err := r.client.TaskService().Kill(ctx, &tasks.KillRequest{ContainerID: ref.ID, Signal: uint32(sig), All: all})
 	return taskErr(errgrpc.ToNative(err), ref)
 }
 
-func taskErr(err error, ref Ref) error {
+func taskErr(err error, ref isolation.Ref) error {
 	if err == nil {
 		return nil
 	}
 	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("%w: container %s is not running (never started or already exited): %w", ErrState, ref, err)
+		return fmt.Errorf("%w: container %s is not running (never started or already exited): %w", isolation.ErrState, ref, err)
 	}
 	return mapErr(err, "task of %s", ref)
 }
@@ -543,26 +552,27 @@ func taskErr(err error, ref Ref) error {
 // sent, leaves no record, and the exit is reported as ReasonExited. If ctx
 // ends first, Stop returns ctx's error; a signal already delivered stays
 // recorded, since the exit it causes is a stop.
-func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
+func (r *Runtime) Stop(ctx context.Context, ref isolation.Ref) (isolation.ExitStatus, error) {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
-		return ExitStatus{}, err
+		return isolation.ExitStatus{}, err
 	}
 	ts, err := r.taskState(nctx, ref.ID)
 	if err != nil {
-		return ExitStatus{}, err
+		return isolation.ExitStatus{}, err
 	}
 	if !ts.exists {
-		return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
+		return isolation.ExitStatus{}, fmt.Errorf("%w: container %s was never started", isolation.ErrState, ref)
 	}
 	if ts.status == tasktypes.Status_STOPPED {
 		return r.Wait(ctx, ref)
 	}
 	labels, err := ctr.Labels(nctx)
 	if err != nil {
-		return ExitStatus{}, mapErr(err, "labels of %s", ref)
+		return isolation.ExitStatus{}, mapErr(err, "labels of %s", ref)
 	}
-	sig, grace := stopSettings(labels)
+	stop := isolation.InfoFromLabels(ref, labels)
+	sig, grace := stop.StopSignal, stop.StopGrace
 	exited := make(chan waitResult, 1)
 	wctx, cancel := context.WithCancel(nctx)
 	defer cancel()
@@ -571,8 +581,8 @@ func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		exited <- waitResult{code, at, err} // buffered: never blocks
 	}()
 	r.log.Info("stopping container", "container", ref.String(), "signal", sig.String(), "grace", grace.String())
-	if err := r.signalStop(nctx, ctr, ref, sig, false, "requested"); err != nil && !errors.Is(err, ErrState) {
-		return ExitStatus{}, err
+	if err := r.signalStop(nctx, ctr, ref, sig, false, "requested"); err != nil && !errors.Is(err, isolation.ErrState) {
+		return isolation.ExitStatus{}, err
 	}
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
@@ -580,30 +590,30 @@ func (r *Containerd) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 	select {
 	case res = <-exited:
 	case <-ctx.Done():
-		return ExitStatus{}, ctx.Err()
+		return isolation.ExitStatus{}, ctx.Err()
 	case <-timer.C:
 		r.log.Warn("grace period over, killing container", "container", ref.String(), "grace", grace.String())
-		if err := r.signalStop(nctx, ctr, ref, syscall.SIGKILL, true, "killed"); err != nil && !errors.Is(err, ErrState) {
-			return ExitStatus{}, err
+		if err := r.signalStop(nctx, ctr, ref, syscall.SIGKILL, true, "killed"); err != nil && !errors.Is(err, isolation.ErrState) {
+			return isolation.ExitStatus{}, err
 		}
 		select {
 		case res = <-exited:
 		case <-ctx.Done():
-			return ExitStatus{}, ctx.Err()
+			return isolation.ExitStatus{}, ctx.Err()
 		}
 	}
 	if res.err != nil {
-		return ExitStatus{}, res.err
+		return isolation.ExitStatus{}, res.err
 	}
 	return r.exitStatus(nctx, ctr, ref, res.code, res.at)
 }
 
 // signalStop sends sig and, once containerd has delivered it, records mark
-// in the stop label. ErrState means the process had already exited: no
+// in the stop label. isolation.ErrState means the process had already exited: no
 // signal, no record. Readers of the label (exitStatus) wait for the
 // record, so an exit the signal causes at once is not mistaken for a
 // natural one.
-func (r *Containerd) signalStop(ctx context.Context, ctr containerd.Container, ref Ref, sig syscall.Signal, all bool, mark string) error {
+func (r *Runtime) signalStop(ctx context.Context, ctr ctrd.Container, ref isolation.Ref, sig syscall.Signal, all bool, mark string) error {
 	r.stopHook("before-signal")
 	unlock := r.stopLocks.lock(ref)
 	defer unlock()
@@ -627,7 +637,7 @@ type waitResult struct {
 }
 
 // waitExit blocks in containerd until the task exits.
-func (r *Containerd) waitExit(ctx context.Context, ref Ref) (uint32, time.Time, error) {
+func (r *Runtime) waitExit(ctx context.Context, ref isolation.Ref) (uint32, time.Time, error) {
 	resp, err := r.client.TaskService().Wait(ctx, &tasks.WaitRequest{ContainerID: ref.ID})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -642,30 +652,19 @@ func (r *Containerd) waitExit(ctx context.Context, ref Ref) (uint32, time.Time, 
 	return resp.GetExitStatus(), at, nil
 }
 
-func stopSettings(labels map[string]string) (syscall.Signal, time.Duration) {
-	sig, grace := DefaultStopSignal, DefaultStopGrace
-	if n, err := strconv.Atoi(labels[labelStopSignal]); err == nil && n > 0 {
-		sig = syscall.Signal(n)
-	}
-	if d, err := time.ParseDuration(labels[labelStopGrace]); err == nil && d > 0 {
-		grace = d
-	}
-	return sig, grace
-}
-
 // Wait blocks until the container's process exits and says how. It
 // returns at once for a container that already exited.
-func (r *Containerd) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
+func (r *Runtime) Wait(ctx context.Context, ref isolation.Ref) (isolation.ExitStatus, error) {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
-		return ExitStatus{}, err
+		return isolation.ExitStatus{}, err
 	}
 	code, at, err := r.waitExit(nctx, ref)
 	if err != nil {
-		if errors.Is(err, ErrState) {
-			return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
+		if errors.Is(err, isolation.ErrState) {
+			return isolation.ExitStatus{}, fmt.Errorf("%w: container %s was never started", isolation.ErrState, ref)
 		}
-		return ExitStatus{}, err
+		return isolation.ExitStatus{}, err
 	}
 	return r.exitStatus(nctx, ctr, ref, code, at)
 }
@@ -673,12 +672,12 @@ func (r *Containerd) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
 // exitStatus reads the labels as they are after the exit and derives the
 // reason. It waits for a Stop of this runtime that is between its signal
 // and the record of it.
-func (r *Containerd) exitStatus(ctx context.Context, ctr containerd.Container, ref Ref, code uint32, at time.Time) (ExitStatus, error) {
+func (r *Runtime) exitStatus(ctx context.Context, ctr ctrd.Container, ref isolation.Ref, code uint32, at time.Time) (isolation.ExitStatus, error) {
 	unlock := r.stopLocks.rlock(ref)
 	defer unlock()
 	labels, err := ctr.Labels(ctx)
 	if err != nil {
-		return ExitStatus{}, mapErr(err, "labels of %s", ref)
+		return isolation.ExitStatus{}, mapErr(err, "labels of %s", ref)
 	}
 	return r.reason(ctx, ctr, labels, code, at), nil
 }
@@ -688,8 +687,8 @@ func (r *Containerd) exitStatus(ctx context.Context, ctr containerd.Container, r
 // cgroup's OOM-kill counter, which the shim reports until the task is
 // deleted. A seen OOM kill is written to the labels, so it is reported
 // the same way later.
-func (r *Containerd) reason(ctx context.Context, ctr containerd.Container, labels map[string]string, code uint32, at time.Time) ExitStatus {
-	es := ExitStatus{Code: int(code), ExitedAt: at, Reason: ReasonExited}
+func (r *Runtime) reason(ctx context.Context, ctr ctrd.Container, labels map[string]string, code uint32, at time.Time) isolation.ExitStatus {
+	es := isolation.ExitStatus{Code: int(code), ExitedAt: at, Reason: isolation.ReasonExited}
 	oom := labels[labelOOM] == "true"
 	if !oom && code == 128+uint32(syscall.SIGKILL) && labels[labelMemory] != "" {
 		if oom = r.oomKilled(ctx, ctr.ID()); oom {
@@ -700,18 +699,18 @@ func (r *Containerd) reason(ctx context.Context, ctr containerd.Container, label
 	}
 	switch {
 	case oom:
-		es.Reason, es.OOMKilled = ReasonOOMKilled, true
+		es.Reason, es.OOMKilled = isolation.ReasonOOMKilled, true
 	case labels[labelStop] == "killed":
-		es.Reason = ReasonKilled
+		es.Reason = isolation.ReasonKilled
 	case labels[labelStop] == "requested":
-		es.Reason = ReasonStopped
+		es.Reason = isolation.ReasonStopped
 	}
 	return es
 }
 
 // oomKilled reads the OOM-kill counter of the task's memory cgroup
 // (memory.oom_control on cgroup v1, memory.events on v2).
-func (r *Containerd) oomKilled(ctx context.Context, id string) bool {
+func (r *Runtime) oomKilled(ctx context.Context, id string) bool {
 	resp, err := r.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + id}})
 	if err != nil {
 		return false
@@ -735,7 +734,7 @@ func (r *Containerd) oomKilled(ctx context.Context, id string) bool {
 }
 
 // Delete removes a container that is not running, its snapshot and its logs.
-func (r *Containerd) Delete(ctx context.Context, ref Ref) error {
+func (r *Runtime) Delete(ctx context.Context, ref isolation.Ref) error {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
 		return err
@@ -746,13 +745,13 @@ func (r *Containerd) Delete(ctx context.Context, ref Ref) error {
 	}
 	if ts.exists {
 		if ts.status != tasktypes.Status_STOPPED && ts.status != tasktypes.Status_CREATED {
-			return fmt.Errorf("%w: container %s is %s: stop it before deleting", ErrState, ref, strings.ToLower(ts.status.String()))
+			return fmt.Errorf("%w: container %s is %s: stop it before deleting", isolation.ErrState, ref, strings.ToLower(ts.status.String()))
 		}
 		if err := r.deleteTask(nctx, ref.ID); err != nil {
 			return mapErr(err, "delete task of %s", ref)
 		}
 	}
-	c, err := ctr.Info(nctx, containerd.WithoutRefreshedMetadata)
+	c, err := ctr.Info(nctx, ctrd.WithoutRefreshedMetadata)
 	if err != nil {
 		return mapErr(err, "container %s", ref)
 	}
@@ -764,7 +763,7 @@ func (r *Containerd) Delete(ctx context.Context, ref Ref) error {
 			r.log.Warn("remove snapshot; containerd's garbage collector will", "container", ref.String(), "err", err)
 		}
 	}
-	if err := removeLogs(r.logPath(ref)); err != nil {
+	if err := logfile.Remove(r.logPath(ref)); err != nil {
 		r.log.Warn("remove logs", "container", ref.String(), "err", err)
 	}
 	r.log.Info("container deleted", "container", ref.String())
@@ -772,27 +771,21 @@ func (r *Containerd) Delete(ctx context.Context, ref Ref) error {
 }
 
 // Inspect describes one container.
-func (r *Containerd) Inspect(ctx context.Context, ref Ref) (Info, error) {
+func (r *Runtime) Inspect(ctx context.Context, ref isolation.Ref) (isolation.Info, error) {
 	ctr, nctx, err := r.load(ctx, ref)
 	if err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
 	return r.info(nctx, ref, ctr)
 }
 
-func (r *Containerd) info(ctx context.Context, ref Ref, ctr containerd.Container) (Info, error) {
-	c, err := ctr.Info(ctx, containerd.WithoutRefreshedMetadata)
+func (r *Runtime) info(ctx context.Context, ref isolation.Ref, ctr ctrd.Container) (isolation.Info, error) {
+	c, err := ctr.Info(ctx, ctrd.WithoutRefreshedMetadata)
 	if err != nil {
-		return Info{}, mapErr(err, "container %s", ref)
+		return isolation.Info{}, mapErr(err, "container %s", ref)
 	}
-	l := c.Labels
-	sig, grace := stopSettings(l)
-	info := Info{
-		Ref: ref, Workload: l[LabelWorkload], Kind: l[LabelKind], Image: l[LabelImage],
-		GPUs: splitList(l[LabelGPUs]), Devices: splitList(l[labelDevices]),
-		Labels: l, State: StateCreated, CreatedAt: c.CreatedAt,
-		StopSignal: sig, StopGrace: grace, LogPath: r.logPath(ref),
-	}
+	info := isolation.InfoFromLabels(ref, c.Labels)
+	info.CreatedAt, info.LogPath = c.CreatedAt, r.logPath(ref)
 	ts, err := r.taskState(ctx, ref.ID)
 	if err != nil || !ts.exists {
 		return info, err
@@ -800,26 +793,26 @@ func (r *Containerd) info(ctx context.Context, ref Ref, ctr containerd.Container
 	info.PID = int(ts.pid)
 	switch ts.status {
 	case tasktypes.Status_RUNNING:
-		info.State = StateRunning
+		info.State = isolation.StateRunning
 	case tasktypes.Status_PAUSED, tasktypes.Status_PAUSING:
-		info.State = StatePaused
+		info.State = isolation.StatePaused
 	case tasktypes.Status_CREATED:
-		info.State = StateCreated
+		info.State = isolation.StateCreated
 	case tasktypes.Status_STOPPED:
-		info.State = StateStopped
+		info.State = isolation.StateStopped
 		es, err := r.exitStatus(ctx, ctr, ref, ts.exitCode, ts.exitedAt)
 		if err != nil {
-			return Info{}, err
+			return isolation.Info{}, err
 		}
 		info.Exit = &es
 	default:
-		info.State = StateUnknown
+		info.State = isolation.StateUnknown
 	}
 	return info, nil
 }
 
 // List describes the SDK's containers that match filter, tenant by tenant.
-func (r *Containerd) List(ctx context.Context, filter Filter) ([]Info, error) {
+func (r *Runtime) List(ctx context.Context, filter isolation.Filter) ([]isolation.Info, error) {
 	if err := r.closed(); err != nil {
 		return nil, err
 	}
@@ -827,20 +820,20 @@ func (r *Containerd) List(ctx context.Context, filter Filter) ([]Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []Info
+	var out []isolation.Info
 	for _, tenant := range tenants {
-		nctx := namespaces.WithNamespace(ctx, Namespace(tenant))
-		ctrs, err := r.client.Containers(nctx, `labels."`+LabelManaged+`"==true`)
+		nctx := namespaces.WithNamespace(ctx, isolation.Namespace(tenant))
+		ctrs, err := r.client.Containers(nctx, `labels."`+isolation.LabelManaged+`"==true`)
 		if err != nil {
 			return nil, mapErr(err, "list containers of tenant %q", tenant)
 		}
 		for _, ctr := range ctrs {
-			c, err := ctr.Info(nctx, containerd.WithoutRefreshedMetadata)
-			if err != nil || !filter.match(tenant, c.Labels) {
+			c, err := ctr.Info(nctx, ctrd.WithoutRefreshedMetadata)
+			if err != nil || !filter.Match(tenant, c.Labels) {
 				continue
 			}
-			info, err := r.info(nctx, Ref{Tenant: tenant, ID: ctr.ID()}, ctr)
-			if errdefs.IsNotFound(err) || errors.Is(err, ErrNotFound) {
+			info, err := r.info(nctx, isolation.Ref{Tenant: tenant, ID: ctr.ID()}, ctr)
+			if errdefs.IsNotFound(err) || errors.Is(err, isolation.ErrNotFound) {
 				continue // deleted meanwhile
 			}
 			if err != nil {
@@ -853,9 +846,9 @@ func (r *Containerd) List(ctx context.Context, filter Filter) ([]Info, error) {
 }
 
 // tenants lists the tenants with a namespace, or checks the one asked for.
-func (r *Containerd) tenants(ctx context.Context, only string) ([]string, error) {
+func (r *Runtime) tenants(ctx context.Context, only string) ([]string, error) {
 	if only != "" {
-		if err := ValidateTenant(only); err != nil {
+		if err := isolation.ValidateTenant(only); err != nil {
 			return nil, err
 		}
 	}
@@ -865,7 +858,7 @@ func (r *Containerd) tenants(ctx context.Context, only string) ([]string, error)
 	}
 	var out []string
 	for _, ns := range nss {
-		tenant, ok := strings.CutPrefix(ns, NamespacePrefix)
+		tenant, ok := strings.CutPrefix(ns, isolation.NamespacePrefix)
 		if !ok || (only != "" && tenant != only) {
 			continue
 		}
@@ -875,19 +868,19 @@ func (r *Containerd) tenants(ctx context.Context, only string) ([]string, error)
 }
 
 // Logs reads the container's output: the newest bytes, at most the log cap.
-func (r *Containerd) Logs(ctx context.Context, ref Ref) (io.ReadCloser, error) {
+func (r *Runtime) Logs(ctx context.Context, ref isolation.Ref) (io.ReadCloser, error) {
 	if _, _, err := r.load(ctx, ref); err != nil {
 		return nil, err
 	}
 	path := r.logPath(ref)
-	if err := rotateLog(path, r.opts.logCap); err != nil {
+	if err := logfile.Rotate(path, r.opts.logCap); err != nil {
 		r.log.Warn("cap log", "path", path, "err", err)
 	}
-	return openLogs(path)
+	return logfile.Open(path)
 }
 
 // keepLogs enforces the log cap on every log file under the log dir until Close.
-func (r *Containerd) keepLogs() {
+func (r *Runtime) keepLogs() {
 	defer r.wg.Done()
 	t := time.NewTicker(r.opts.logEvery)
 	defer t.Stop()
@@ -897,9 +890,9 @@ func (r *Containerd) keepLogs() {
 			return
 		case <-t.C:
 		}
-		paths, _ := filepath.Glob(filepath.Join(r.opts.logDir, NamespacePrefix+"*", "*.log"))
+		paths, _ := filepath.Glob(filepath.Join(r.opts.logDir, isolation.NamespacePrefix+"*", "*.log"))
 		for _, p := range paths {
-			if err := rotateLog(p, r.opts.logCap); err != nil {
+			if err := logfile.Rotate(p, r.opts.logCap); err != nil {
 				r.log.Warn("cap log", "path", p, "err", err)
 			}
 		}
@@ -912,7 +905,7 @@ func (r *Containerd) keepLogs() {
 // their exit status until Delete. It also removes what an interrupted
 // Create or Delete left: snapshots held only by a create lease older than
 // a minute, and log files of containers that no longer exist.
-func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
+func (r *Runtime) Recover(ctx context.Context) ([]isolation.Info, error) {
 	if err := r.closed(); err != nil {
 		return nil, err
 	}
@@ -922,7 +915,7 @@ func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
 	}
 	var errs []error
 	for _, tenant := range tenants {
-		nctx := namespaces.WithNamespace(ctx, Namespace(tenant))
+		nctx := namespaces.WithNamespace(ctx, isolation.Namespace(tenant))
 		ls := r.client.LeasesService()
 		stale, err := ls.List(nctx, `labels."`+leaseLabel+`"`)
 		if err != nil {
@@ -940,7 +933,7 @@ func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
 			}
 		}
 	}
-	infos, err := r.List(ctx, Filter{})
+	infos, err := r.List(ctx, isolation.Filter{})
 	if err != nil {
 		return nil, errors.Join(append(errs, err)...)
 	}
@@ -948,17 +941,17 @@ func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
 	for _, i := range infos {
 		known[r.logPath(i.Ref)] = true
 	}
-	paths, _ := filepath.Glob(filepath.Join(r.opts.logDir, NamespacePrefix+"*", "*.log"))
+	paths, _ := filepath.Glob(filepath.Join(r.opts.logDir, isolation.NamespacePrefix+"*", "*.log"))
 	for _, p := range paths {
 		if !known[p] {
-			if err := removeLogs(p); err != nil {
+			if err := logfile.Remove(p); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
 	running := 0
 	for _, i := range infos {
-		if i.State == StateRunning {
+		if i.State == isolation.StateRunning {
 			running++
 		}
 	}
@@ -970,12 +963,12 @@ func (r *Containerd) Recover(ctx context.Context) ([]Info, error) {
 // namespace and unpacks it. An import that fails leaves the tenant as it
 // was: images it added are deleted, images it re-pointed get their old
 // target back, and a namespace it created is removed.
-func (r *Containerd) Import(ctx context.Context, tenant string, rd io.Reader) ([]string, error) {
+func (r *Runtime) Import(ctx context.Context, tenant string, rd io.Reader) ([]string, error) {
 	nctx, err := r.nsContext(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
-	existed := r.namespaceExists(ctx, Namespace(tenant))
+	existed := r.namespaceExists(ctx, isolation.Namespace(tenant))
 	names, err := r.importLeased(nctx, tenant, existed, rd)
 	if err != nil {
 		r.dropNamespace(ctx, tenant, existed)
@@ -989,7 +982,7 @@ func (r *Containerd) Import(ctx context.Context, tenant string, rd io.Reader) ([
 // import may re-point, so that their content survives until they are
 // restored; deleting the lease then collects whatever a failed import
 // brought.
-func (r *Containerd) importLeased(nctx context.Context, tenant string, existed bool, rd io.Reader) ([]string, error) {
+func (r *Runtime) importLeased(nctx context.Context, tenant string, existed bool, rd io.Reader) ([]string, error) {
 	var before []images.Image
 	if existed {
 		var err error
@@ -1023,7 +1016,7 @@ func (r *Containerd) importLeased(nctx context.Context, tenant string, existed b
 	lctx := leases.WithLease(nctx, lease.ID)
 	imgs, err := r.client.Import(lctx, rd)
 	if err == nil && len(imgs) == 0 {
-		err = fmt.Errorf("%w: the tar names no image: tag it (annotation %s)", ErrInvalid, "io.containerd.image.name")
+		err = fmt.Errorf("%w: the tar names no image: tag it (annotation %s)", isolation.ErrInvalid, "io.containerd.image.name")
 	}
 	if err != nil {
 		failed = true
@@ -1033,7 +1026,7 @@ func (r *Containerd) importLeased(nctx context.Context, tenant string, existed b
 	}
 	names := make([]string, 0, len(imgs))
 	for _, i := range imgs {
-		img := containerd.NewImage(r.client, i)
+		img := ctrd.NewImage(r.client, i)
 		if err := img.Unpack(lctx, r.opts.snapshotter); err != nil {
 			failed = true
 			err = mapErr(err, "unpack %s for tenant %q: the image is damaged", i.Name, tenant)
@@ -1049,7 +1042,7 @@ func (r *Containerd) importLeased(nctx context.Context, tenant string, existed b
 
 // undoImport deletes the images an import made and restores those it
 // re-pointed; containerd then collects their content.
-func (r *Containerd) undoImport(ctx context.Context, imported, before []images.Image) error {
+func (r *Runtime) undoImport(ctx context.Context, imported, before []images.Image) error {
 	ctx = context.WithoutCancel(ctx)
 	old := map[string]images.Image{}
 	for _, i := range before {
@@ -1077,13 +1070,13 @@ func (r *Containerd) undoImport(ctx context.Context, imported, before []images.I
 
 // Pull fetches ref into the tenant's namespace and unpacks it. A failed
 // pull (unknown image, bad credentials) leaves no new namespace.
-func (r *Containerd) Pull(ctx context.Context, tenant, ref string, opts PullOptions) error {
+func (r *Runtime) Pull(ctx context.Context, tenant, ref string, opts isolation.PullOptions) error {
 	nctx, err := r.nsContext(ctx, tenant)
 	if err != nil {
 		return err
 	}
 	if ref == "" {
-		return fmt.Errorf("%w: image reference is empty", ErrInvalid)
+		return fmt.Errorf("%w: image reference is empty", isolation.ErrInvalid)
 	}
 	regOpts := []docker.RegistryOpt{}
 	if opts.Username != "" || opts.Secret != "" {
@@ -1095,15 +1088,15 @@ func (r *Containerd) Pull(ctx context.Context, tenant, ref string, opts PullOpti
 		regOpts = append(regOpts, docker.WithPlainHTTP(docker.MatchAllHosts))
 	}
 	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(regOpts...)})
-	existed := r.namespaceExists(ctx, Namespace(tenant))
-	img, err := r.client.Pull(nctx, ref, containerd.WithResolver(resolver), containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(r.opts.snapshotter))
+	existed := r.namespaceExists(ctx, isolation.Namespace(tenant))
+	img, err := r.client.Pull(nctx, ref, ctrd.WithResolver(resolver), ctrd.WithPullUnpack,
+		ctrd.WithPullSnapshotter(r.opts.snapshotter))
 	if err != nil {
 		r.dropNamespace(ctx, tenant, existed)
 		var status remoteerrors.ErrUnexpectedStatus
 		if errors.As(err, &status) && (status.StatusCode == 401 || status.StatusCode == 403) {
 			return fmt.Errorf("%w: pull %q for tenant %q: the registry refused the credentials (%s): %w",
-				ErrPermission, ref, tenant, status.Status, err)
+				isolation.ErrPermission, ref, tenant, status.Status, err)
 		}
 		return mapErr(err, "pull %q for tenant %q", ref, tenant)
 	}
@@ -1111,7 +1104,7 @@ func (r *Containerd) Pull(ctx context.Context, tenant, ref string, opts PullOpti
 	return nil
 }
 
-func (r *Containerd) namespaceExists(ctx context.Context, ns string) bool {
+func (r *Runtime) namespaceExists(ctx context.Context, ns string) bool {
 	nss, err := r.client.NamespaceService().List(ctx)
 	if err != nil {
 		return true // unknown: never delete
@@ -1127,12 +1120,12 @@ func (r *Containerd) namespaceExists(ctx context.Context, ns string) bool {
 // dropNamespace removes a namespace a failed call created. containerd
 // refuses to delete a namespace that holds anything, so a concurrent user
 // of the tenant is safe.
-func (r *Containerd) dropNamespace(ctx context.Context, tenant string, existed bool) {
+func (r *Runtime) dropNamespace(ctx context.Context, tenant string, existed bool) {
 	if existed {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	ns := Namespace(tenant)
+	ns := isolation.Namespace(tenant)
 	// The lease of a failed pull or import may still be going away.
 	for i := 0; i < 10; i++ {
 		err := r.client.NamespaceService().Delete(ctx, ns)
@@ -1148,7 +1141,7 @@ func (r *Containerd) dropNamespace(ctx context.Context, tenant string, existed b
 // when unused.
 type refLocks struct {
 	mu sync.Mutex
-	m  map[Ref]*refLock
+	m  map[isolation.Ref]*refLock
 }
 
 type refLock struct {
@@ -1156,11 +1149,11 @@ type refLock struct {
 	users int
 }
 
-func (l *refLocks) acquire(ref Ref) *refLock {
+func (l *refLocks) acquire(ref isolation.Ref) *refLock {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
-		l.m = map[Ref]*refLock{}
+		l.m = map[isolation.Ref]*refLock{}
 	}
 	rl := l.m[ref]
 	if rl == nil {
@@ -1171,7 +1164,7 @@ func (l *refLocks) acquire(ref Ref) *refLock {
 	return rl
 }
 
-func (l *refLocks) release(ref Ref, rl *refLock) {
+func (l *refLocks) release(ref isolation.Ref, rl *refLock) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if rl.users--; rl.users == 0 {
@@ -1179,13 +1172,13 @@ func (l *refLocks) release(ref Ref, rl *refLock) {
 	}
 }
 
-func (l *refLocks) lock(ref Ref) (unlock func()) {
+func (l *refLocks) lock(ref isolation.Ref) (unlock func()) {
 	rl := l.acquire(ref)
 	rl.Lock()
 	return func() { rl.Unlock(); l.release(ref, rl) }
 }
 
-func (l *refLocks) rlock(ref Ref) (unlock func()) {
+func (l *refLocks) rlock(ref isolation.Ref) (unlock func()) {
 	rl := l.acquire(ref)
 	rl.RLock()
 	return func() { rl.RUnlock(); l.release(ref, rl) }

@@ -1,4 +1,4 @@
-package isolation_test
+package containerd_test
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
 
 // A container given simulated GPU 0 opens /dev/nvidia0 and /dev/nvidiactl
@@ -270,7 +271,7 @@ func TestRecoverReadoptsRunning(t *testing.T) {
 
 	rt := f.newRuntime(t)
 	f.rt = rt
-	isolation.SetStaleLeaseAge(rt, 0)
+	containerd.SetStaleLeaseAge(rt, 0)
 	for round := 0; round < 2; round++ {
 		infos, err := rt.Recover(ctx(t))
 		require.NoError(t, err)
@@ -306,7 +307,7 @@ func TestRecoverReadoptsRunning(t *testing.T) {
 // leaves at most the cap, its newest output.
 func TestLogsCapped(t *testing.T) {
 	const capBytes = 64 << 10
-	f := newFixture(t, isolation.WithLogCapBytes(capBytes), isolation.WithLogCheckInterval(10*time.Millisecond))
+	f := newFixture(t, containerd.WithLogCapBytes(capBytes), containerd.WithLogCheckInterval(10*time.Millisecond))
 	f.importImage(t, "logs", probeRef)
 	const total = 2 << 20
 	es, out := f.run(t, isolation.Spec{ID: "chatty", Tenant: "logs", Image: probeRef,
@@ -485,7 +486,7 @@ func namespaceList(t *testing.T, f *fixture) []string {
 func TestNewContainerdUnavailable(t *testing.T) {
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := isolation.NewContainerd(c, isolation.WithAddress(filepath.Join(t.TempDir(), "none.sock")))
+	_, err := containerd.New(c, containerd.WithAddress(filepath.Join(t.TempDir(), "none.sock")))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, isolation.ErrUnavailable)
 	assert.ErrorIs(t, err, gpu.ErrUnavailable)
@@ -566,8 +567,8 @@ func TestStopRecordsOnlyDeliveredSignals(t *testing.T) {
 			f.waitOutput(t, ref, "sleeping")
 			stopCtx, cancel := context.WithCancel(ctx(t))
 			defer cancel()
-			isolation.SetStopHook(f.rt, tc.hook(t, ref, cancel))
-			defer isolation.SetStopHook(f.rt, func(string) {})
+			containerd.SetStopHook(f.rt, tc.hook(t, ref, cancel))
+			defer containerd.SetStopHook(f.rt, func(string) {})
 
 			waited := make(chan isolation.ExitStatus, 1)
 			if tc.concurrent {

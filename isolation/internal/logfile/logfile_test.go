@@ -1,4 +1,4 @@
-package isolation_test
+package logfile_test
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/internal/logfile"
 )
 
 // lines writes numbered 16-byte lines [from, to) to w.
@@ -25,7 +25,7 @@ func lines(t *testing.T, w io.Writer, from, to int) {
 
 func readLogs(t *testing.T, path string) string {
 	t.Helper()
-	rc, err := isolation.OpenLogs(path)
+	rc, err := logfile.Open(path)
 	require.NoError(t, err)
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
@@ -67,7 +67,7 @@ func TestRotateLogKeepsNewestWithinCap(t *testing.T) {
 			for round := 0; round < 20; round++ {
 				lines(t, w, next, next+1000) // 16 KB a round
 				next += 1000
-				require.NoError(t, isolation.RotateLog(path, capBytes))
+				require.NoError(t, logfile.Rotate(path, capBytes))
 				assert.LessOrEqual(t, diskBytes(t, path), int64(capBytes), "round %d", round)
 			}
 			out := readLogs(t, path)
@@ -88,12 +88,12 @@ func TestRotateLogKeepsNewestWithinCap(t *testing.T) {
 	t.Run("under the cap nothing changes", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "small.log")
 		require.NoError(t, os.WriteFile(path, []byte("hello\n"), 0o644))
-		require.NoError(t, isolation.RotateLog(path, capBytes))
+		require.NoError(t, logfile.Rotate(path, capBytes))
 		assert.Equal(t, "hello\n", readLogs(t, path))
 	})
 	t.Run("a log never written reads empty", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "none.log")
-		require.NoError(t, isolation.RotateLog(path, capBytes))
+		require.NoError(t, logfile.Rotate(path, capBytes))
 		assert.Equal(t, "", readLogs(t, path))
 	})
 }
@@ -102,7 +102,7 @@ func TestRotateLogKeepsNewestWithinCap(t *testing.T) {
 func TestCappedLog(t *testing.T) {
 	const capBytes = 4096
 	path := filepath.Join(t.TempDir(), "p.log")
-	w, err := isolation.NewCappedLog(path, capBytes)
+	w, err := logfile.NewCapped(path, capBytes)
 	require.NoError(t, err)
 	lines(t, w, 0, 1000)
 	require.NoError(t, w.Close())

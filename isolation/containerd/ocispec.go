@@ -1,13 +1,14 @@
-package isolation
+package containerd
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/gpufarm/gpufarm/isolation"
 	"path/filepath"
 	"strconv"
 
-	containerd "github.com/containerd/containerd/v2/client"
+	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/content"
@@ -19,8 +20,8 @@ import (
 
 func identifierOK(id string) bool { return id != "" && identifiers.Validate(id) == nil }
 
-func withoutLabels(keys ...string) containerd.UpdateContainerOpts {
-	return func(_ context.Context, _ *containerd.Client, c *containers.Container) error {
+func withoutLabels(keys ...string) ctrd.UpdateContainerOpts {
+	return func(_ context.Context, _ *ctrd.Client, c *containers.Container) error {
 		for _, k := range keys {
 			delete(c.Labels, k)
 		}
@@ -28,12 +29,12 @@ func withoutLabels(keys ...string) containerd.UpdateContainerOpts {
 	}
 }
 
-// buildSpec makes the complete OCI runtime spec of a defaulted Spec. ctx
+// buildSpec makes the complete OCI runtime spec of a defaulted isolation.Spec. ctx
 // carries the tenant's namespace.
-func (r *Containerd) buildSpec(ctx context.Context, s Spec, cfg imagespec.ImageConfig) (*oci.Spec, error) {
+func (r *Runtime) buildSpec(ctx context.Context, s isolation.Spec, cfg imagespec.ImageConfig) (*oci.Spec, error) {
 	opts := append(securityOpts(s, cfg),
 		// CDI last but seccomp: its env, mounts and hooks must not be reset after it.
-		r.cdi.WithDevices(s.devices()...),
+		r.cdi.WithDevices(s.DeviceNames()...),
 		// The default profile allows syscalls by the capabilities the spec
 		// holds, so it comes after they are all dropped.
 		seccomp.WithDefaultProfile(),
@@ -47,7 +48,7 @@ func (r *Containerd) buildSpec(ctx context.Context, s Spec, cfg imagespec.ImageC
 
 // imageConfig reads the image's config without mounting its root
 // filesystem (oci.WithImageConfig would, to read /etc/group).
-func imageConfig(ctx context.Context, img containerd.Image) (imagespec.ImageConfig, error) {
+func imageConfig(ctx context.Context, img ctrd.Image) (imagespec.ImageConfig, error) {
 	desc, err := img.Config(ctx)
 	if err != nil {
 		return imagespec.ImageConfig{}, err
@@ -65,8 +66,8 @@ func imageConfig(ctx context.Context, img containerd.Image) (imagespec.ImageConf
 
 // securityOpts are the spec options of everything but CDI and seccomp,
 // shared by the containerd runtime and its tests.
-func securityOpts(s Spec, cfg imagespec.ImageConfig) []oci.SpecOpts {
-	uid, gid, _ := parseUser(s.User)
+func securityOpts(s isolation.Spec, cfg imagespec.ImageConfig) []oci.SpecOpts {
+	uid, gid, _ := isolation.ParseUser(s.User)
 	args := cfg.Cmd
 	if len(s.Args) > 0 {
 		args = s.Args
@@ -94,7 +95,7 @@ func securityOpts(s Spec, cfg imagespec.ImageConfig) []oci.SpecOpts {
 		oci.WithRootFSReadonly(),
 		oci.WithMounts(mounts(s)),
 	}
-	if s.Network == NetworkHost {
+	if s.Network == isolation.NetworkHost {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
 	}
 	if s.Limits.MemoryBytes > 0 {
@@ -131,7 +132,7 @@ func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container
 // mounts are the writable /tmp and the spec's bind mounts. Bind mounts are
 // nosuid but not nodev: device access is the device cgroup's job, and a
 // device node smuggled in through a mount is refused by it (EPERM).
-func mounts(s Spec) []specs.Mount {
+func mounts(s isolation.Spec) []specs.Mount {
 	out := []specs.Mount{{
 		Destination: "/tmp", Type: "tmpfs", Source: "tmpfs",
 		Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(s.TmpBytes, 10)},

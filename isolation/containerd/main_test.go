@@ -1,4 +1,4 @@
-package isolation_test
+package containerd_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
+	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
@@ -21,6 +21,7 @@ import (
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
 
 // One containerd for the package, started by the first test that needs it.
@@ -87,14 +88,14 @@ var simulatedGPUs = []gpu.Device{
 // fixture is a runtime on the package's daemon with simulated GPUs.
 type fixture struct {
 	d      *containerdtest.Daemon
-	client *containerd.Client
-	rt     *isolation.Containerd
+	client *ctrd.Client
+	rt     *containerd.Runtime
 	logDir string
-	cdi    isolation.SimulatedCDI
-	opts   []isolation.Option
+	cdi    containerd.SimulatedCDI
+	opts   []containerd.Option
 	logw   *syncWriter
 	// runtimes are closed when the test ends, after its containers are gone.
-	runtimes []*isolation.Containerd
+	runtimes []*containerd.Runtime
 }
 
 // logText is what the runtimes of this fixture logged.
@@ -104,19 +105,19 @@ func (f *fixture) logText() string {
 	return f.logw.w.(*bytes.Buffer).String()
 }
 
-func newFixture(t testing.TB, extra ...isolation.Option) *fixture {
+func newFixture(t testing.TB, extra ...containerd.Option) *fixture {
 	t.Helper()
 	d := daemon.Daemon(t)
 	f := &fixture{d: d, client: d.Client(t), logDir: filepath.Join(t.TempDir(), "logs"), logw: &syncWriter{w: &bytes.Buffer{}}}
 	var err error
-	f.cdi, err = isolation.WriteSimulatedCDI(filepath.Join(t.TempDir(), "cdi"), simulatedGPUs)
+	f.cdi, err = containerd.WriteSimulatedCDI(filepath.Join(t.TempDir(), "cdi"), simulatedGPUs)
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(f.logw, nil))
-	f.opts = append([]isolation.Option{
-		isolation.WithAddress(d.Address),
-		isolation.WithLogDir(f.logDir),
-		isolation.WithCDISpecDirs(f.cdi.SpecDir),
-		isolation.WithLogger(logger),
+	f.opts = append([]containerd.Option{
+		containerd.WithAddress(d.Address),
+		containerd.WithLogDir(f.logDir),
+		containerd.WithCDISpecDirs(f.cdi.SpecDir),
+		containerd.WithLogger(logger),
 	}, extra...)
 	// Registered before any container's cleanup, so it runs after them all.
 	t.Cleanup(func() {
@@ -128,11 +129,11 @@ func newFixture(t testing.TB, extra ...isolation.Option) *fixture {
 	return f
 }
 
-func (f *fixture) newRuntime(t testing.TB) *isolation.Containerd {
+func (f *fixture) newRuntime(t testing.TB) *containerd.Runtime {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rt, err := isolation.NewContainerd(ctx, f.opts...)
+	rt, err := containerd.New(ctx, f.opts...)
 	require.NoError(t, err)
 	f.runtimes = append(f.runtimes, rt)
 	return rt

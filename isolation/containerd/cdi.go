@@ -1,9 +1,10 @@
-package isolation
+package containerd
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gpufarm/gpufarm/isolation"
 	"sort"
 	"strings"
 	"sync"
@@ -63,20 +64,20 @@ func (r *CDIRegistry) Devices() []string {
 	return d
 }
 
-// Resolve checks every name at once: malformed names wrap ErrInvalid,
-// names no spec defines wrap ErrNotFound.
+// Resolve checks every name at once: malformed names wrap isolation.ErrInvalid,
+// names no spec defines wrap isolation.ErrNotFound.
 func (r *CDIRegistry) Resolve(names ...string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
 	for _, n := range names {
 		if _, _, _, err := parser.ParseQualifiedName(n); err != nil {
-			errs = append(errs, fmt.Errorf("%w: CDI device %q: %v", ErrInvalid, n, err))
+			errs = append(errs, fmt.Errorf("%w: CDI device %q: %v", isolation.ErrInvalid, n, err))
 			continue
 		}
 		if r.cache.GetDevice(n) == nil {
 			errs = append(errs, fmt.Errorf("%w: CDI device %q is in no spec under %s (known: %s)",
-				ErrNotFound, n, strings.Join(r.dirs, ", "), strings.Join(r.known(n), ", ")))
+				isolation.ErrNotFound, n, strings.Join(r.dirs, ", "), strings.Join(r.known(n), ", ")))
 		}
 	}
 	return errors.Join(errs...)
@@ -162,7 +163,7 @@ func (r *CDIRegistry) Inject(spec *oci.Spec, names ...string) error {
 	defer r.mu.Unlock()
 	unresolved, err := r.cache.InjectDevices(spec, names...)
 	if len(unresolved) > 0 {
-		return fmt.Errorf("%w: CDI devices %s: %w", ErrNotFound, strings.Join(unresolved, ", "), err)
+		return fmt.Errorf("%w: CDI devices %s: %w", isolation.ErrNotFound, strings.Join(unresolved, ", "), err)
 	}
 	if err != nil {
 		return fmt.Errorf("isolation: inject CDI devices: %w", err)

@@ -1,4 +1,4 @@
-package isolation_test
+package containerd_test
 
 import (
 	"archive/tar"

@@ -1,4 +1,4 @@
-package isolation
+package process
 
 import (
 	"context"
@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/internal/logfile"
 )
 
-// Process runs each "container" as a plain child process of the SDK, for
+// Runtime runs each "container" as a plain child process of the SDK, for
 // development machines without containerd. IT ISOLATES NOTHING: the
 // process runs as the SDK's user, sees every GPU, every file and the host
 // network, and no limit is enforced. It says so in a warning when it is
@@ -31,28 +34,28 @@ import (
 // tenants (as a name only) and capped logs. Image is recorded, not used.
 // Processes do not outlive the SDK: Close kills those still running, and
 // there is nothing to recover.
-type Process struct {
+type Runtime struct {
 	opts options
 	log  *slog.Logger
 
 	mu     sync.Mutex
-	procs  map[Ref]*proc
+	procs  map[isolation.Ref]*proc
 	closed bool
 	wg     sync.WaitGroup // one per running process's waiter
 }
 
-var _ Runtime = (*Process)(nil)
+var _ isolation.Runtime = (*Runtime)(nil)
 
 type proc struct {
-	spec    Spec // defaulted
+	spec    isolation.Spec // defaulted
 	created time.Time
 	logPath string
 
 	// Set by Start; gone, exit and stop under Process.mu; done closed at exit.
 	cmd  *exec.Cmd
-	logw *cappedLog
+	logw *logfile.Capped
 	done chan struct{}
-	exit *ExitStatus
+	exit *isolation.ExitStatus
 	stop string
 	// gone: the process has exited and may be reaped at any moment, after
 	// which its PID (and process group ID) can be reused. Nothing signals
@@ -60,11 +63,11 @@ type proc struct {
 	gone bool
 }
 
-// NewProcess makes the non-isolating runtime and warns that it isolates
+// New makes the non-isolating runtime and warns that it isolates
 // nothing. WithLogDir is required (there is no default a non-root user can
-// write); bad options fail with ErrInvalid, every one listed.
-func NewProcess(opts ...Option) (*Process, error) {
-	o, err := buildOptions(forProcess, opts)
+// write); bad options fail with isolation.ErrInvalid, every one listed.
+func New(opts ...Option) (*Runtime, error) {
+	o, err := buildOptions(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -73,55 +76,55 @@ func NewProcess(opts ...Option) (*Process, error) {
 	}
 	o.logger.Warn("process runtime: NOTHING IS ISOLATED; workloads run as host processes of this user, " +
 		"see every GPU, file and network, and no limit is enforced; use it on development machines only")
-	return &Process{opts: o, log: o.logger, procs: map[Ref]*proc{}}, nil
+	return &Runtime{opts: o, log: o.logger, procs: map[isolation.Ref]*proc{}}, nil
 }
 
 // Create validates spec and records it; nothing runs until Start.
-func (p *Process) Create(ctx context.Context, spec Spec) (Info, error) {
+func (p *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.Info, error) {
 	errs := []error{spec.Validate()}
-	s := spec.withDefaults()
+	s := spec.WithDefaults()
 	if len(s.Args) == 0 {
-		errs = append(errs, fmt.Errorf("%w: spec.Args is empty: the process runtime runs Args[0] on the host", ErrInvalid))
+		errs = append(errs, fmt.Errorf("%w: spec.Args is empty: the process runtime runs Args[0] on the host", isolation.ErrInvalid))
 	} else if _, err := p.lookPath(s); err != nil {
-		errs = append(errs, fmt.Errorf("%w: spec.Args[0] %q: %v", ErrNotFound, s.Args[0], err))
+		errs = append(errs, fmt.Errorf("%w: spec.Args[0] %q: %v", isolation.ErrNotFound, s.Args[0], err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
-	ref := Ref{Tenant: s.Tenant, ID: s.ID}
+	ref := isolation.Ref{Tenant: s.Tenant, ID: s.ID}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return Info{}, fmt.Errorf("%w: runtime closed", ErrUnavailable)
+		return isolation.Info{}, fmt.Errorf("%w: runtime closed", isolation.ErrUnavailable)
 	}
 	if _, ok := p.procs[ref]; ok {
-		return Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID", ErrExists, ref)
+		return isolation.Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID", isolation.ErrExists, ref)
 	}
 	var ignored []string
-	if s.User != DefaultUser {
+	if s.User != isolation.DefaultUser {
 		ignored = append(ignored, "user")
 	}
-	if s.Limits != (Limits{}) {
+	if s.Limits != (isolation.Limits{}) {
 		ignored = append(ignored, "limits")
 	}
 	if len(s.Mounts) > 0 {
 		ignored = append(ignored, "mounts (the process sees host paths)")
 	}
-	if s.Network == NetworkNone {
+	if s.Network == isolation.NetworkNone {
 		ignored = append(ignored, "network none (the process has the host network)")
 	}
 	if len(ignored) > 0 {
 		p.log.Warn("process runtime: not isolated; spec settings ignored", "container", ref.String(), "ignored", strings.Join(ignored, ", "))
 	} else {
-		// NewProcess already warned that nothing is isolated.
+		// New already warned that nothing is isolated.
 		p.log.Info("process runtime: not isolated", "container", ref.String())
 	}
-	pr := &proc{spec: s, created: p.opts.clock.Now(), logPath: filepath.Join(p.opts.logDir, Namespace(s.Tenant), s.ID+".log")}
+	pr := &proc{spec: s, created: p.opts.clock.Now(), logPath: filepath.Join(p.opts.logDir, isolation.Namespace(s.Tenant), s.ID+".log")}
 	p.procs[ref] = pr
 	return p.infoLocked(ref, pr), nil
 }
 
-func (p *Process) lookPath(s Spec) (string, error) {
+func (p *Runtime) lookPath(s isolation.Spec) (string, error) {
 	name := s.Args[0]
 	if strings.Contains(name, "/") {
 		st, err := os.Stat(name)
@@ -148,32 +151,32 @@ func (p *Process) lookPath(s Spec) (string, error) {
 	return "", fmt.Errorf("not found in PATH %s", path)
 }
 
-func (p *Process) get(ref Ref) (*proc, error) {
+func (p *Runtime) get(ref isolation.Ref) (*proc, error) {
 	if p.closed {
-		return nil, fmt.Errorf("%w: runtime closed", ErrUnavailable)
+		return nil, fmt.Errorf("%w: runtime closed", isolation.ErrUnavailable)
 	}
 	pr, ok := p.procs[ref]
 	if !ok {
-		return nil, fmt.Errorf("%w: container %s", ErrNotFound, ref)
+		return nil, fmt.Errorf("%w: container %s", isolation.ErrNotFound, ref)
 	}
 	return pr, nil
 }
 
 // idleLocked finds a process that is not running (created, or exited and
 // reaped); hint says what to do about a running one. The caller holds p.mu.
-func (p *Process) idleLocked(ref Ref, hint string) (*proc, error) {
+func (p *Runtime) idleLocked(ref isolation.Ref, hint string) (*proc, error) {
 	pr, err := p.get(ref)
 	if err != nil {
 		return nil, err
 	}
 	if pr.done != nil && pr.exit == nil {
-		return nil, fmt.Errorf("%w: container %s is running: %s", ErrState, ref, hint)
+		return nil, fmt.Errorf("%w: container %s is running: %s", isolation.ErrState, ref, hint)
 	}
 	return pr, nil
 }
 
 // Start runs the process, or runs it again once it has exited.
-func (p *Process) Start(ctx context.Context, ref Ref) error {
+func (p *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pr, err := p.idleLocked(ref, "stop it first")
@@ -182,12 +185,12 @@ func (p *Process) Start(ctx context.Context, ref Ref) error {
 	}
 	bin, err := p.lookPath(pr.spec)
 	if err != nil {
-		return fmt.Errorf("%w: spec.Args[0] %q: %v", ErrNotFound, pr.spec.Args[0], err)
+		return fmt.Errorf("%w: spec.Args[0] %q: %v", isolation.ErrNotFound, pr.spec.Args[0], err)
 	}
 	if err := os.MkdirAll(filepath.Dir(pr.logPath), 0o750); err != nil {
 		return fmt.Errorf("isolation: log dir: %w", err)
 	}
-	logw, err := newCappedLog(pr.logPath, p.opts.logCap)
+	logw, err := logfile.NewCapped(pr.logPath, p.opts.logCap)
 	if err != nil {
 		return err
 	}
@@ -208,7 +211,7 @@ func (p *Process) Start(ctx context.Context, ref Ref) error {
 	return nil
 }
 
-func processEnv(s Spec) []string {
+func processEnv(s isolation.Spec) []string {
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	var uuids []string
 	for _, g := range s.GPUs {
@@ -233,7 +236,7 @@ func processEnv(s Spec) []string {
 // p.mu, and only then reaps (cmd.Wait). Every signal is sent under p.mu
 // after checking gone, so it reaches the process, its group, or a zombie,
 // never a recycled PID.
-func (p *Process) reap(pr *proc) {
+func (p *Runtime) reap(pr *proc) {
 	defer p.wg.Done()
 	pid := pr.cmd.Process.Pid
 	for {
@@ -260,12 +263,12 @@ func (p *Process) reap(pr *proc) {
 	}
 	_ = pr.logw.Close()
 	p.mu.Lock()
-	es := ExitStatus{Code: code, Reason: ReasonExited, ExitedAt: p.opts.clock.Now()}
+	es := isolation.ExitStatus{Code: code, Reason: isolation.ReasonExited, ExitedAt: p.opts.clock.Now()}
 	switch pr.stop {
 	case "killed":
-		es.Reason = ReasonKilled
+		es.Reason = isolation.ReasonKilled
 	case "requested":
-		es.Reason = ReasonStopped
+		es.Reason = isolation.ReasonStopped
 	}
 	pr.exit = &es
 	close(pr.done)
@@ -282,7 +285,7 @@ func (pr *proc) signalLocked(sig syscall.Signal) bool {
 }
 
 // Signal sends sig to the process.
-func (p *Process) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error {
+func (p *Runtime) Signal(ctx context.Context, ref isolation.Ref, sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pr, err := p.get(ref)
@@ -290,7 +293,7 @@ func (p *Process) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error
 		return err
 	}
 	if pr.done == nil || pr.gone {
-		return fmt.Errorf("%w: container %s is not running", ErrState, ref)
+		return fmt.Errorf("%w: container %s is not running", isolation.ErrState, ref)
 	}
 	// Under p.mu and not gone: the PID is still this process's.
 	if err := syscall.Kill(pr.cmd.Process.Pid, sig); err != nil {
@@ -300,16 +303,16 @@ func (p *Process) Signal(ctx context.Context, ref Ref, sig syscall.Signal) error
 }
 
 // Stop signals the process group, waits the grace, then kills the group.
-func (p *Process) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
+func (p *Runtime) Stop(ctx context.Context, ref isolation.Ref) (isolation.ExitStatus, error) {
 	p.mu.Lock()
 	pr, err := p.get(ref)
 	if err != nil {
 		p.mu.Unlock()
-		return ExitStatus{}, err
+		return isolation.ExitStatus{}, err
 	}
 	if pr.done == nil {
 		p.mu.Unlock()
-		return ExitStatus{}, fmt.Errorf("%w: container %s was never started", ErrState, ref)
+		return isolation.ExitStatus{}, fmt.Errorf("%w: container %s was never started", isolation.ErrState, ref)
 	}
 	done := pr.done
 	// Recorded only if the signal went out: a process that exited on its
@@ -323,7 +326,7 @@ func (p *Process) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return ExitStatus{}, ctx.Err()
+		return isolation.ExitStatus{}, ctx.Err()
 	case <-timer.C:
 		p.mu.Lock()
 		if pr.signalLocked(syscall.SIGKILL) {
@@ -333,27 +336,27 @@ func (p *Process) Stop(ctx context.Context, ref Ref) (ExitStatus, error) {
 		select {
 		case <-done:
 		case <-ctx.Done():
-			return ExitStatus{}, ctx.Err()
+			return isolation.ExitStatus{}, ctx.Err()
 		}
 	}
 	return p.Wait(ctx, ref)
 }
 
 // Wait blocks until the process exits.
-func (p *Process) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
+func (p *Runtime) Wait(ctx context.Context, ref isolation.Ref) (isolation.ExitStatus, error) {
 	p.mu.Lock()
 	pr, err := p.get(ref)
 	if err == nil && pr.done == nil {
-		err = fmt.Errorf("%w: container %s was never started", ErrState, ref)
+		err = fmt.Errorf("%w: container %s was never started", isolation.ErrState, ref)
 	}
 	p.mu.Unlock()
 	if err != nil {
-		return ExitStatus{}, err
+		return isolation.ExitStatus{}, err
 	}
 	select {
 	case <-pr.done:
 	case <-ctx.Done():
-		return ExitStatus{}, ctx.Err()
+		return isolation.ExitStatus{}, ctx.Err()
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -361,7 +364,7 @@ func (p *Process) Wait(ctx context.Context, ref Ref) (ExitStatus, error) {
 }
 
 // Delete forgets a process that is not running and removes its logs.
-func (p *Process) Delete(ctx context.Context, ref Ref) error {
+func (p *Runtime) Delete(ctx context.Context, ref isolation.Ref) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pr, err := p.idleLocked(ref, "stop it before deleting")
@@ -369,52 +372,46 @@ func (p *Process) Delete(ctx context.Context, ref Ref) error {
 		return err
 	}
 	delete(p.procs, ref)
-	return removeLogs(pr.logPath)
+	return logfile.Remove(pr.logPath)
 }
 
 // Inspect describes one process.
-func (p *Process) Inspect(ctx context.Context, ref Ref) (Info, error) {
+func (p *Runtime) Inspect(ctx context.Context, ref isolation.Ref) (isolation.Info, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pr, err := p.get(ref)
 	if err != nil {
-		return Info{}, err
+		return isolation.Info{}, err
 	}
 	return p.infoLocked(ref, pr), nil
 }
 
-func (p *Process) infoLocked(ref Ref, pr *proc) Info {
-	s := pr.spec
-	l := s.labels()
-	info := Info{
-		Ref: ref, Workload: s.Workload, Kind: s.Kind, Image: s.Image,
-		GPUs: splitList(l[LabelGPUs]), Devices: s.devices(), Labels: l,
-		State: StateCreated, CreatedAt: pr.created, StopSignal: s.StopSignal, StopGrace: s.StopGrace,
-		LogPath: pr.logPath,
-	}
+func (p *Runtime) infoLocked(ref isolation.Ref, pr *proc) isolation.Info {
+	info := isolation.InfoFromLabels(ref, pr.spec.ContainerLabels())
+	info.CreatedAt, info.LogPath = pr.created, pr.logPath
 	switch {
 	case pr.exit != nil:
-		info.State = StateStopped
+		info.State = isolation.StateStopped
 		es := *pr.exit
 		info.Exit = &es
 		info.PID = pr.cmd.Process.Pid
 	case pr.done != nil:
-		info.State = StateRunning
+		info.State = isolation.StateRunning
 		info.PID = pr.cmd.Process.Pid
 	}
 	return info
 }
 
 // List describes the processes that match filter.
-func (p *Process) List(ctx context.Context, filter Filter) ([]Info, error) {
+func (p *Runtime) List(ctx context.Context, filter isolation.Filter) ([]isolation.Info, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil, fmt.Errorf("%w: runtime closed", ErrUnavailable)
+		return nil, fmt.Errorf("%w: runtime closed", isolation.ErrUnavailable)
 	}
-	var out []Info
+	var out []isolation.Info
 	for ref, pr := range p.procs {
-		if filter.match(ref.Tenant, pr.spec.labels()) {
+		if filter.Match(ref.Tenant, pr.spec.ContainerLabels()) {
 			out = append(out, p.infoLocked(ref, pr))
 		}
 	}
@@ -422,19 +419,19 @@ func (p *Process) List(ctx context.Context, filter Filter) ([]Info, error) {
 }
 
 // Logs reads the process's output, at most the log cap.
-func (p *Process) Logs(ctx context.Context, ref Ref) (io.ReadCloser, error) {
+func (p *Runtime) Logs(ctx context.Context, ref isolation.Ref) (io.ReadCloser, error) {
 	p.mu.Lock()
 	pr, err := p.get(ref)
 	p.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	return openLogs(pr.logPath)
+	return logfile.Open(pr.logPath)
 }
 
 // Close kills the processes still running (they cannot be recovered) and
 // waits for them. It is idempotent.
-func (p *Process) Close() error {
+func (p *Runtime) Close() error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
