@@ -14,7 +14,7 @@ import (
 
 // Miners fill a simulated rig of A40s; a paid training job takes two GPUs
 // from them and they come back when it ends. The process runtime runs
-// "sleep" for both here; a node uses isolation.NewContainerd and images.
+// "sleep" for both here; a node uses isolation/containerd and images.
 func ExampleManager() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
