@@ -64,8 +64,9 @@ type MIGController interface {
 type EventSource interface {
 	// WatchEvents delivers events to ch until ctx ends, then returns
 	// ctx.Err(). Every send also watches ctx.Done(). An error other than the
-	// context's means the event path itself broke, and the Manager then
-	// treats every device as unhealthy, as the device plugin does.
+	// context's means the event path itself broke: the Manager then holds
+	// the health of every healthy device as Unknown until the stream is
+	// back (see Health).
 	WatchEvents(ctx context.Context, ch chan<- Event) error
 }
 
@@ -111,7 +112,10 @@ type Event struct {
 	Kind  EventKind
 	XID   int // the Xid number for EventXID (79 for EventDeviceLost too)
 	Time  time.Time
-	// Fatal is set by the Manager: the event marks the device unhealthy.
+	// Fatal is set by the Manager: a device-level fault that marks the
+	// device unhealthy and ends the work on it. Application Xids,
+	// informational ones, corrected ECC errors and a broken event stream are
+	// not fatal.
 	Fatal bool
 }
 
@@ -128,12 +132,28 @@ func IsApplicationXID(xid int) bool {
 	return false
 }
 
-// fatal reports whether e marks the device unhealthy.
+// IsInformationalXID reports whether an Xid records an event the device
+// survived: a micro-controller warning (61), a page retirement or row remap
+// recorded (63), a high but corrected single-bit ECC rate (92), and a
+// contained ECC error, where the driver killed the one process that touched
+// the bad memory (94). They are worth a log line, not a drained GPU.
+func IsInformationalXID(xid int) bool {
+	switch xid {
+	case 61, 63, 92, 94:
+		return true
+	}
+	return false
+}
+
+// fatal reports whether e is a device-level fault: it marks the device
+// unhealthy and ends the work on it. Unknown Xids count as fatal, as in the
+// NVIDIA device plugin: a GPU that reports what nobody can explain should
+// not take new work.
 func (e Event) fatal() bool {
 	switch e.Kind {
 	case EventXID:
-		return !IsApplicationXID(e.XID)
-	case EventSingleBitECC:
+		return !IsApplicationXID(e.XID) && !IsInformationalXID(e.XID)
+	case EventSingleBitECC, EventEventPathBroken:
 		return false
 	default:
 		return true

@@ -10,8 +10,14 @@ import (
 // device, and stays so until ResetHealth: such faults need an operator or a
 // GPU reset, and handing the device to a customer in between would fail
 // their job.
+//
+// While the backend's event stream is down nobody would hear of a fault, so
+// every device that was healthy is Unknown (and not Healthy) until the
+// stream is back and holds: new work should not go there, but nothing says
+// the work already there is in trouble.
 type Health struct {
 	Healthy bool
+	Unknown bool // the event stream is down: no fault seen, none could be
 	Reason  string    // why it is unhealthy, e.g. "xid 79: GPU has fallen off the bus"
 	XID     int       // the Xid that made it unhealthy, 0 if none
 	Since   time.Time // when it turned unhealthy
@@ -63,6 +69,8 @@ func XIDText(xid int) string {
 	return "unlisted Xid, see NVIDIA's Xid catalogue"
 }
 
+const pathBrokenReason = "health event stream failed; device state unknown"
+
 func (e Event) reason() string {
 	switch e.Kind {
 	case EventXID:
@@ -75,7 +83,7 @@ func (e Event) reason() string {
 		}
 		return "device lost"
 	case EventEventPathBroken:
-		return "health event stream failed; device state unknown"
+		return pathBrokenReason
 	default:
 		return e.Kind.String()
 	}

@@ -247,9 +247,9 @@ func (m *Manager) noteDeviceErrors(ctx context.Context, err error) {
 	walkDeviceErrors(err, func(de *DeviceError) {
 		if errors.Is(de.Err, ErrDeviceLost) && de.Index >= 0 && de.Index < len(m.devices) {
 			m.mu.RLock()
-			healthy := m.health[de.Index].Healthy
+			h := m.health[de.Index]
 			m.mu.RUnlock()
-			if healthy { // tell the watchers once, not on every sample
+			if h.Healthy || h.Unknown { // tell the watchers once, not on every sample
 				lost = append(lost, de.Index)
 			}
 		}
@@ -347,10 +347,10 @@ func (m *Manager) watch(ctx context.Context, es EventSource) {
 			return
 		}
 		if !broken {
-			// Without events nobody would notice a failing GPU, so stop
-			// trusting all of them, as the device plugin does, until the
-			// stream is back.
-			m.log.Error("gpu health events stopped; marking every device unhealthy and retrying", "err", err, "retry", m.retry)
+			// Without events nobody would notice a failing GPU, so no
+			// device can be called healthy until the stream is back; but
+			// nothing says one failed, so work on them goes on.
+			m.log.Error("gpu health events stopped; every device's health is unknown until they are back", "err", err, "retry", m.retry)
 			for i := range m.devices {
 				m.handle(ctx, Event{Index: i, Kind: EventEventPathBroken})
 			}
@@ -382,13 +382,13 @@ func (m *Manager) pump(ctx context.Context, ch <-chan Event, errc <-chan error, 
 	}
 }
 
-// restoreAfterBreak clears the health of devices that were unhealthy only
-// because the event stream broke.
+// restoreAfterBreak makes the devices whose health was unknown only
+// because the event stream broke healthy again.
 func (m *Manager) restoreAfterBreak() {
 	m.mu.Lock()
 	n := 0
 	for i, h := range m.health {
-		if !h.Healthy && h.XID == 0 && h.Reason == (Event{Kind: EventEventPathBroken}).reason() {
+		if h.Unknown {
 			m.health[i] = Health{Healthy: true}
 			n++
 		}
@@ -413,15 +413,23 @@ func (m *Manager) handle(ctx context.Context, e Event) {
 	}
 	m.mu.Lock()
 	h := m.health[e.Index]
-	changed := e.Fatal && h.Healthy
-	if changed {
+	changed := false
+	switch {
+	case e.Fatal && (h.Healthy || h.Unknown):
 		m.health[e.Index] = Health{Reason: e.reason(), XID: e.XID, Since: e.Time}
+		changed = true
+	case e.Kind == EventEventPathBroken && h.Healthy:
+		m.health[e.Index] = Health{Unknown: true, Reason: e.reason(), Since: e.Time}
+		changed = true
 	}
 	m.mu.Unlock()
-	if changed {
+	switch {
+	case changed && e.Fatal:
 		m.log.Warn("gpu unhealthy", "gpu", e.Index, "uuid", e.UUID, "reason", e.reason())
-	} else if e.Kind == EventXID {
-		m.log.Info("gpu application error", "gpu", e.Index, "uuid", e.UUID, "xid", e.XID, "text", XIDText(e.XID))
+	case changed:
+		m.log.Warn("gpu health unknown", "gpu", e.Index, "uuid", e.UUID, "reason", e.reason())
+	case e.Kind == EventXID:
+		m.log.Info("gpu non-fatal xid", "gpu", e.Index, "uuid", e.UUID, "xid", e.XID, "text", XIDText(e.XID))
 	}
 	m.publish(ctx, e)
 }

@@ -123,6 +123,14 @@ func TestManagerHealth(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, h.Healthy)
 
+	for _, xid := range []int{61, 63, 92, 94} {
+		rig.InjectXID(1, xid)
+		e = next(t, events)
+		assert.False(t, e.Fatal, "xid %d is informational: the device goes on", xid)
+	}
+	h, _ = m.Health(devs[1].UUID)
+	assert.True(t, h.Healthy)
+
 	rig.InjectXID(3, 48)
 	e = next(t, events)
 	assert.True(t, e.Fatal, "xid 48 is a double-bit ECC error")
@@ -218,7 +226,12 @@ func TestManagerEventPathBroken(t *testing.T) {
 			}
 		}
 		return true
-	}, 5*time.Second, 5*time.Millisecond, "without health events no GPU can be trusted")
+	}, 5*time.Second, 5*time.Millisecond, "without health events no GPU can be called healthy")
+	for _, d := range m.Devices() {
+		h, _ := m.Health(d.UUID)
+		assert.True(t, h.Unknown, "but none is known to have failed: %+v", h)
+		assert.Zero(t, h.XID)
+	}
 }
 
 func next(t *testing.T, ch <-chan gpu.Event) gpu.Event {
@@ -271,10 +284,19 @@ func TestManagerEventPathRecovers(t *testing.T) {
 	require.Equal(t, 48, next(t, events).XID)
 
 	rig.BreakEvents(errors.New("event set wait: unknown error"))
+	var broken gpu.Event
 	require.Eventually(t, func() bool {
+		select {
+		case e := <-events:
+			if e.Kind == gpu.EventEventPathBroken && e.Index == 0 {
+				broken = e
+			}
+		default:
+		}
 		h, _ := m.Health(devs[0].UUID)
-		return !h.Healthy
-	}, 5*time.Second, 5*time.Millisecond)
+		return !h.Healthy && h.Unknown && broken.Kind != 0
+	}, 5*time.Second, time.Millisecond)
+	assert.False(t, broken.Fatal, "a broken stream is no fault of the device: work on it goes on")
 	rig.RepairEvents()
 	require.Eventually(t, func() bool {
 		h, _ := m.Health(devs[0].UUID)
