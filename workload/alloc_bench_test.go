@@ -64,6 +64,7 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 		e.w.StartedAt = now.Add(-time.Hour)
 		e.w.GPUs = []string{sl.dev.UUID}
 		m.work[e.w.Spec.ID] = e
+		m.live[e.w.Spec.ID] = e
 		sl.holder = e.w.Spec.ID
 	}
 	models := [][]string{nil, nil, {"GeForce RTX 3090"}, {"A40", "GeForce RTX 3090"}}
@@ -80,6 +81,7 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 		}
 		queue[i] = &entry{w: Workload{Spec: s, State: StateQueued, SubmittedAt: now}}
 		m.work[s.ID] = queue[i]
+		m.live[s.ID] = queue[i]
 	}
 	return m, queue
 }
@@ -90,7 +92,7 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 // and p99. The goal is a p99 under 1 ms.
 func BenchmarkAllocate(b *testing.B) {
 	m, queue := bigNode(b)
-	healthy := m.health()
+	healthy := m.openSlots()
 	lat := make([]time.Duration, 0, len(queue))
 	placed := 0
 	b.ResetTimer()
@@ -119,7 +121,7 @@ func BenchmarkAllocate(b *testing.B) {
 // placeable specs get exactly their count of matching GPUs.
 func TestAllocateBigNode(t *testing.T) {
 	m, queue := bigNode(t)
-	healthy := m.health()
+	healthy := m.openSlots()
 	placed := 0
 	for _, e := range queue[:500] {
 		chosen := m.decide(e, healthy)
@@ -130,7 +132,7 @@ func TestAllocateBigNode(t *testing.T) {
 		require.Len(t, chosen, e.w.Spec.GPUs.count())
 		for _, c := range chosen {
 			r := e.w.Spec.GPUs
-			mf := r.misfit(m.slots[c.slot], normModels(r.Models))
+			mf := r.misfit(m.slots[c.slot], normModels(r.Models), e.w.Spec.minUse())
 			require.Equal(t, fitsAll, mf, "spec %s got GPU %d: %s", e.w.Spec.ID, c.slot, r.why(mf, m.slots[c.slot]))
 		}
 	}
@@ -143,7 +145,7 @@ func TestAllocateBigNode(t *testing.T) {
 func BenchmarkSchedulePass(b *testing.B) {
 	m, queue := bigNode(b)
 	m.budgetW = 1 // nothing fits: every decision is refused at admission
-	healthy := m.health()
+	healthy := m.openSlots()
 	placed := 0
 	b.ResetTimer()
 	for b.Loop() {

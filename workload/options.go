@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -67,7 +70,15 @@ type options struct {
 	tick           time.Duration
 	budgetW        float64
 	powerSettle    time.Duration
-	eventLog       int
+	eventLog       int // events kept in memory for Watch
+	deviceTimeout  time.Duration
+	runtimeTimeout time.Duration
+	storeTimeout   time.Duration
+	retryBase      time.Duration
+	retryMax       time.Duration
+	retention      time.Duration
+	keepEvents     int
+	logTail        int
 }
 
 func defaultOptions() options {
@@ -80,6 +91,14 @@ func defaultOptions() options {
 		tick:           time.Second,
 		powerSettle:    2 * time.Second,
 		eventLog:       4096,
+		deviceTimeout:  5 * time.Second,
+		runtimeTimeout: 2 * time.Minute,
+		storeTimeout:   10 * time.Second,
+		retryBase:      time.Second,
+		retryMax:       2 * time.Minute,
+		retention:      7 * 24 * time.Hour,
+		keepEvents:     100_000,
+		logTail:        64 << 10,
 	}
 }
 
@@ -128,6 +147,48 @@ func WithTick(d time.Duration) Option { return func(o *options) { o.tick = d } }
 // (0, the default, is none). Run enforces it as Curtail does.
 func WithPowerBudget(watts float64) Option { return func(o *options) { o.budgetW = watts } }
 
+// WithDeviceTimeout bounds every GPU call on the manager's path (samples,
+// process lists, power limits, the filler) (default 5 s). A GPU that does
+// not answer in time is marked hung: no new work goes there and the
+// manager goes on with the others; it is probed until it answers again.
+func WithDeviceTimeout(d time.Duration) Option { return func(o *options) { o.deviceTimeout = d } }
+
+// WithRuntimeTimeout bounds each container runtime call of a launch
+// (create, which may unpack an image, prepare, start) (default 2 min).
+func WithRuntimeTimeout(d time.Duration) Option { return func(o *options) { o.runtimeTimeout = d } }
+
+// WithStoreTimeout bounds each store write (default 10 s).
+func WithStoreTimeout(d time.Duration) Option { return func(o *options) { o.storeTimeout = d } }
+
+// WithRetryBackoff sets the wait before a launch that failed for a reason
+// that may pass is tried again: base, doubling per failure up to max
+// (default 1 s to 2 min). Store writes inside Run are retried the same way.
+func WithRetryBackoff(base, max time.Duration) Option {
+	return func(o *options) { o.retryBase, o.retryMax = base, max }
+}
+
+// WithRetention sets how long a finished workload's record, and its kept
+// log tail, stay after it ended (default 7 days); Forget removes one at
+// once.
+func WithRetention(d time.Duration) Option { return func(o *options) { o.retention = d } }
+
+// WithEventRetention sets how many of the newest events a store that keeps
+// events holds for Watch (default 100,000).
+func WithEventRetention(n int) Option { return func(o *options) { o.keepEvents = n } }
+
+// WithLogTailBytes sets how much of a workload's output is kept after its
+// container is gone, for Logs (default 64 KiB; 0 keeps none).
+func WithLogTailBytes(n int) Option { return func(o *options) { o.logTail = n } }
+
+// checkWatts refuses a power target that is negative, NaN or infinite:
+// any of them would silently switch admission off.
+func checkWatts(what string, w float64) error {
+	if w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+		return fmt.Errorf("%s(%v): want watts, or 0 for none", what, w)
+	}
+	return nil
+}
+
 // validate reports every bad option at once.
 func (o options) validate() error {
 	var errs []error
@@ -137,16 +198,34 @@ func (o options) validate() error {
 	if o.hygieneTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithHygieneTimeout(%v): want a positive timeout", o.hygieneTimeout))
 	}
-	if o.budgetW < 0 {
-		errs = append(errs, fmt.Errorf("WithPowerBudget(%v): want watts, or 0 for none", o.budgetW))
+	if err := checkWatts("WithPowerBudget", o.budgetW); err != nil {
+		errs = append(errs, err)
 	}
 	if o.powerSettle < 0 {
 		errs = append(errs, fmt.Errorf("WithPowerSettle(%v): want 0 or more", o.powerSettle))
 	}
+	for name, d := range map[string]time.Duration{
+		"WithDeviceTimeout": o.deviceTimeout, "WithRuntimeTimeout": o.runtimeTimeout, "WithStoreTimeout": o.storeTimeout,
+		"WithRetention": o.retention,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s(%v): want a positive duration", name, d))
+		}
+	}
+	if o.retryBase <= 0 || o.retryMax < o.retryBase {
+		errs = append(errs, fmt.Errorf("WithRetryBackoff(%v, %v): want 0 < base <= max", o.retryBase, o.retryMax))
+	}
+	if o.keepEvents <= 0 {
+		errs = append(errs, fmt.Errorf("WithEventRetention(%d): want a positive count", o.keepEvents))
+	}
+	if o.logTail < 0 {
+		errs = append(errs, fmt.Errorf("WithLogTailBytes(%d): want 0 or more", o.logTail))
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	return errorf(ErrInvalid, "workload manager options: %w", errors.Join(errs...))
 }
 
 // WithPowerSettle sets how long a curtailment waits after each action

@@ -20,12 +20,14 @@ const (
 	misfitGen
 	misfitWidth
 	misfitModel
+	misfitUse
 )
 
 // misfit tests the request against the GPU of sl; models are the request's
-// normalised model names. It builds no text: the scheduler calls it for
-// every GPU of every decision.
-func (r GPURequest) misfit(sl *slot, models []string) misfit {
+// normalised model names, use the least readiness verdict the work needs.
+// It builds no text: the scheduler calls it for every GPU of every
+// decision.
+func (r GPURequest) misfit(sl *slot, models []string, use gpu.Use) misfit {
 	d := &sl.dev
 	switch cc := r.MinComputeCapability; {
 	case d.MemoryBytes < r.MinMemoryBytes:
@@ -38,8 +40,26 @@ func (r GPURequest) misfit(sl *slot, models []string) misfit {
 		return misfitWidth
 	case len(models) > 0 && !slices.Contains(models, sl.model):
 		return misfitModel
+	case sl.use < use:
+		return misfitUse
 	}
 	return fitsAll
+}
+
+// minUse is the least readiness verdict a GPU needs for the spec's work:
+// training and inference go only where gpu.Assess admits them, unless the
+// request ignores readiness; mining and batch go anywhere.
+func (s Spec) minUse() gpu.Use {
+	if s.GPUs.IgnoreReadiness {
+		return gpu.UseNone
+	}
+	switch s.Kind {
+	case KindTraining:
+		return gpu.UseTraining
+	case KindInference:
+		return gpu.UseInference
+	}
+	return gpu.UseNone
 }
 
 // why says in words why the GPU of sl fails the request.
@@ -56,6 +76,8 @@ func (r GPURequest) why(m misfit, sl *slot) string {
 		return fmt.Sprintf("PCIe x%d < x%d", sl.link.Width, r.MinLink.Width)
 	case misfitModel:
 		return fmt.Sprintf("model %q not in %v", d.Name, r.Models)
+	case misfitUse:
+		return fmt.Sprintf("readiness rates it for %s (%s); set GPUs.IgnoreReadiness to place it anyway", sl.use, sl.useWhy)
 	}
 	return ""
 }
@@ -90,6 +112,7 @@ func gib(b uint64) float64 { return float64(b) / (1 << 30) }
 func (m *Manager) placeable(s Spec) error {
 	r := s.GPUs
 	models := normModels(r.Models)
+	use := s.minUse()
 	if len(r.UUIDs) > 0 {
 		var probs []string
 		for _, u := range r.UUIDs {
@@ -98,19 +121,21 @@ func (m *Manager) placeable(s Spec) error {
 				probs = append(probs, fmt.Sprintf("GPU %s is not on this node", u))
 				continue
 			}
-			if mf := r.misfit(m.slots[i], models); mf != fitsAll {
+			if mf := r.misfit(m.slots[i], models, use); mf != fitsAll {
 				probs = append(probs, fmt.Sprintf("GPU %d (%s): %s", i, u, r.why(mf, m.slots[i])))
+			} else if bad, h := m.faulted(i); bad {
+				probs = append(probs, gpuFault(m.slots[i], i, h)+": reset it (gpu.Manager.ResetHealth) or pin other GPUs")
 			}
 		}
 		if len(probs) > 0 {
-			return fmt.Errorf("%w: workload %q: %s", ErrUnplaceable, s.ID, strings.Join(probs, "; "))
+			return errorf(ErrUnplaceable, "workload %q cannot run on the GPUs it is pinned to: %s", s.ID, strings.Join(probs, "; "))
 		}
 		return nil
 	}
 	n := 0
 	why := map[string]int{}
 	for _, sl := range m.slots {
-		if mf := r.misfit(sl, models); mf == fitsAll {
+		if mf := r.misfit(sl, models, use); mf == fitsAll {
 			n++
 		} else {
 			why[r.why(mf, sl)]++
@@ -124,8 +149,8 @@ func (m *Manager) placeable(s Spec) error {
 		reasons = append(reasons, fmt.Sprintf("%d with %s", k, reason))
 	}
 	sort.Strings(reasons)
-	return fmt.Errorf("%w: workload %q needs %d GPUs, this node has %d GPUs and %d meet the request (%s)",
-		ErrUnplaceable, s.ID, r.Count, len(m.slots), n, strings.Join(reasons, "; "))
+	return errorf(ErrUnplaceable, "workload %q needs %d GPUs, this node has %d GPUs and %d meet the request (%s)",
+		s.ID, r.Count, len(m.slots), n, strings.Join(reasons, "; "))
 }
 
 // Candidate classes, cheapest first: what taking a GPU costs.
@@ -143,27 +168,28 @@ type candidate struct {
 }
 
 // candidates lists the GPUs e could take now, with their cost, into buf.
-// healthy is indexed by slot. The caller holds m.mu.
-func (m *Manager) candidates(e *entry, healthy []bool, buf []candidate) []candidate {
+// open says by slot whether new work may go there. The caller holds m.mu.
+func (m *Manager) candidates(e *entry, open []bool, buf []candidate) []candidate {
 	r := e.w.Spec.GPUs
 	if e.models == nil && len(r.Models) > 0 {
 		e.models = normModels(r.Models)
 	}
+	use := e.w.Spec.minUse()
 	now := m.clock.Now()
 	out := buf[:0]
 	consider := func(i int) {
 		sl := m.slots[i]
-		if sl.next != "" || sl.quarantine != "" || !healthy[i] {
+		if sl.next != "" || !open[i] {
 			return
 		}
-		if r.misfit(sl, e.models) != fitsAll {
+		if r.misfit(sl, e.models, use) != fitsAll {
 			return
 		}
 		if sl.holder == "" {
 			out = append(out, candidate{slot: i, class: classFree})
 			return
 		}
-		h := m.work[sl.holder]
+		h := m.live[sl.holder]
 		if h == nil || h.w.State != StateRunning || h.stopping {
 			return
 		}

@@ -3,7 +3,7 @@ package workload
 import (
 	"context"
 	"errors"
-	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -42,29 +42,36 @@ type curtailResult struct {
 	err error
 }
 
+// capMargin is how far under a power target the cap aims: limits are set
+// for 97.5% of the target, so the draw lands within 5% under it even when
+// a reading is a little off.
+const capMargin = 0.025
+
 // Curtail brings the GPUs' draw to at most watts and keeps it there as the
-// standing budget, in the order demand-response programs expect: lower
-// mining power limits, stop mining, lower training power limits, and only
-// then stop training, each with its checkpoint grace (stopped paid work is
-// requeued and resumes when the budget allows). It returns when the target
-// is met or nothing more can be shed, with the measured draw and how long
-// it took. Curtail(ctx, 0) lifts the budget and restores the lowered
-// limits. Run must be running.
+// standing budget, in the order demand-response programs expect, each
+// step only as far as needed: lower mining power limits just enough, stop
+// miners (the hungriest first), lower training power limits, and only then
+// stop training, each with its checkpoint grace (stopped paid work is
+// requeued and resumes when the budget allows). When the target is met
+// with room to spare, lowered limits are raised again to land just under
+// it. It returns when the target is met or nothing more can be shed, with
+// the measured draw and how long it took. Curtail(ctx, 0) lifts the budget
+// and restores the lowered limits. Run must be running.
 func (m *Manager) Curtail(ctx context.Context, watts float64) (CurtailReport, error) {
-	if watts < 0 {
-		return CurtailReport{}, fmt.Errorf("%w: power target %v W is negative; 0 lifts the budget", ErrInvalid, watts)
+	if err := checkWatts("Curtail", watts); err != nil {
+		return CurtailReport{}, errorf(ErrInvalid, "%w: a NaN, infinite or negative target would switch the budget off; 0 lifts it", err)
 	}
 	m.mu.Lock()
-	running := m.running
+	life := m.life
 	m.mu.Unlock()
-	if !running {
-		return CurtailReport{}, fmt.Errorf("%w: Curtail needs Run to be running", ErrClosed)
+	if life != running {
+		return CurtailReport{}, errorf(ErrClosed, "Curtail needs Run to be running")
 	}
 	req := curtailReq{watts: watts, reply: make(chan curtailResult, 1)}
 	select {
 	case m.curtailReq <- req:
 	case <-m.done:
-		return CurtailReport{}, fmt.Errorf("%w: Run has returned", ErrClosed)
+		return CurtailReport{}, errorf(ErrClosed, "Curtail: Run has returned")
 	case <-ctx.Done():
 		return CurtailReport{}, ctx.Err()
 	}
@@ -121,58 +128,14 @@ func (s *slot) fullW() float64 {
 	return unknownFullW
 }
 
-// measure samples every GPU and returns their total draw.
-func (m *Manager) measure(ctx context.Context) float64 {
-	samples, err := m.gpus.SampleAll(ctx, nil)
-	if err != nil && !errors.Is(err, gpu.ErrDeviceLost) {
-		m.log.Warn("power sample failed", "err", err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	total := 0.0
-	for i, s := range samples {
-		if !s.PowerW.Valid {
-			continue
-		}
-		sl := m.slots[i]
-		total += s.PowerW.Value
-		if m.launching(sl) {
-			// Work placed here has not started: keep what admit booked,
-			// or the next admission would count the GPU as idle.
-			sl.lastW = max(sl.lastW, s.PowerW.Value)
-			continue
-		}
-		sl.lastW = s.PowerW.Value
-	}
-	m.drawW = total
-	return total
-}
-
 // launching reports whether work placed on the slot has yet to start. The
 // caller holds m.mu.
 func (m *Manager) launching(sl *slot) bool {
 	if sl.next != "" {
 		return true
 	}
-	e := m.work[sl.holder]
+	e := m.live[sl.holder]
 	return e != nil && e.w.State == StateScheduled
-}
-
-// tick measures the draw and curtails when a standing budget is exceeded.
-func (r *runner) tick(ctx context.Context) {
-	m := r.m
-	draw := m.measure(ctx)
-	m.mu.Lock()
-	over := m.budgetW > 0 && draw > m.budgetW && !m.curtailing
-	budget := m.budgetW
-	m.mu.Unlock()
-	if over {
-		m.log.Warn("GPU draw over the power budget; curtailing", "draw_w", draw, "budget_w", budget)
-		m.mu.Lock()
-		m.curtailing = true // one standing check at a time
-		m.mu.Unlock()
-		r.spawn(ctx, func(ctx context.Context) { r.curtail(ctx, curtailReq{standing: true}) })
-	}
 }
 
 // curtail carries out one curtailment.
@@ -188,23 +151,20 @@ func (r *runner) curtail(ctx context.Context, req curtailReq) {
 		m.budgetW = req.watts
 	}
 	m.mu.Unlock()
-	if req.standing && req.watts == 0 {
-		m.mu.Lock()
-		m.curtailing = false
-		m.mu.Unlock()
-		return // lifted meanwhile
-	}
 	defer func() {
 		m.mu.Lock()
 		m.curtailing = false
 		m.mu.Unlock()
 		m.poke()
 	}()
+	if req.standing && req.watts == 0 {
+		return // lifted meanwhile
+	}
 	rep, err := r.shed(ctx, req.watts)
 	m.log.Info("curtailment done", "target_w", rep.TargetW, "start_w", rep.StartW, "final_w", rep.FinalW,
 		"met", rep.Met, "took", rep.Took, "steps", len(rep.Steps))
 	if req.reply != nil {
-		req.reply <- curtailResult{rep: rep, err: err}
+		req.reply <- curtailResult{rep: rep, err: err} // buffered: never blocks
 	}
 }
 
@@ -214,11 +174,11 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 	rep := CurtailReport{TargetW: target}
 	if target == 0 {
 		err := r.restoreLimits(ctx)
-		rep.FinalW = m.measure(ctx)
+		rep.FinalW = r.measure(ctx)
 		rep.Took = time.Since(t0)
 		return rep, err
 	}
-	draw := m.measure(ctx)
+	draw := r.measure(ctx)
 	rep.StartW = draw
 	step := func(action string, ids []string) bool {
 		if m.o.powerSettle > 0 {
@@ -229,29 +189,41 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 			case <-ctx.Done():
 			}
 		}
-		draw = m.measure(ctx)
+		draw = r.measure(ctx)
 		rep.Steps = append(rep.Steps, CurtailStep{Action: action, Workloads: ids, DrawW: draw, After: time.Since(t0)})
 		return draw <= target
 	}
 	done := func(err error) (CurtailReport, error) {
+		// Met with room to spare: give the room back to the throttled
+		// GPUs, so the cap costs no more work than it must.
+		if err == nil && draw <= target && draw < target*(1-2*capMargin) {
+			if ids := r.fitLimits(ctx, nil, target); len(ids) > 0 {
+				step("raise lowered power limits", ids)
+			}
+		}
 		rep.FinalW, rep.Met, rep.Took = draw, draw <= target, time.Since(t0)
 		return rep, err
 	}
 	if draw <= target {
-		// A higher target than before: give the throttled GPUs their
-		// limits back if even their full draw fits.
-		if ids, headroom := r.lowered(); len(ids) > 0 && draw+headroom <= target {
-			if err := r.restoreLimits(ctx); err != nil {
-				return done(err)
-			}
-			step("restore lowered power limits", ids)
-		}
 		return done(nil)
 	}
 	mining := func(e *entry) bool { return e.w.Spec.Kind == KindMining }
 	paid := func(e *entry) bool { return e.w.Spec.Kind.Paid() }
-
-	if ids := r.lowerLimits(ctx, mining); len(ids) > 0 && step("lower mining power limits", ids) {
+	// lower fits the limits of sel's GPUs to the target, again from the
+	// measured draw while that brings it closer.
+	lower := func(action string, sel func(*entry) bool) bool {
+		for try := 0; try < 3 && draw > target; try++ {
+			ids := r.fitLimits(ctx, sel, target)
+			if len(ids) == 0 {
+				break
+			}
+			if step(action, ids) {
+				return true
+			}
+		}
+		return false
+	}
+	if lower("lower mining power limits", mining) {
 		return done(nil)
 	}
 	// Miners one at a time, the hungriest first: stop no more than needed.
@@ -263,7 +235,7 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 			return done(nil)
 		}
 	}
-	if ids := r.lowerLimits(ctx, paid); len(ids) > 0 && step("lower training power limits", ids) {
+	if lower("lower training power limits", paid) {
 		return done(nil)
 	}
 	for _, id := range r.byVictimOrder(paid) {
@@ -277,35 +249,86 @@ func (r *runner) shed(ctx context.Context, target float64) (CurtailReport, error
 	return done(ctx.Err())
 }
 
-// lowerLimits sets the GPUs of the selected running workloads to their
-// minimum power limit and returns the workloads.
-func (r *runner) lowerLimits(ctx context.Context, sel func(*entry) bool) []string {
+// fitLimits sets the power limits of the GPUs held by the selected running
+// workloads (nil: every GPU whose limit the cap lowered) so that the
+// node's draw lands just under target, the others' draw taken as
+// measured: lowered in proportion to what each can give (its draw above
+// its minimum limit), or raised towards the default limit in proportion to
+// what each lacks. It returns the workloads whose limits changed.
+func (r *runner) fitLimits(ctx context.Context, sel func(*entry) bool, target float64) []string {
 	m := r.m
-	type target struct {
-		uuid string
-		minW float64
+	type gpuFit struct {
+		i                      int
+		curW, limW, minW, defW float64
+		id                     string
 	}
-	var targets []target
-	ids := map[string]bool{}
+	var fits []gpuFit
+	fixed := 0.0
 	m.mu.Lock()
-	for _, sl := range m.slots {
-		e := m.work[sl.holder]
-		if e == nil || e.w.State != StateRunning || !sel(e) || !sl.dev.PowerLimit.Valid {
+	for i, sl := range m.slots {
+		e := m.live[sl.holder]
+		lim := sl.dev.PowerLimit
+		ok := e != nil && e.w.State == StateRunning && lim.Valid && lim.Value.MinW < lim.Value.MaxW && sl.hung == ""
+		if ok && sel != nil {
+			ok = sel(e)
+		} else if ok {
+			ok = sl.lowered
+		}
+		if !ok {
+			fixed += sl.lastW
 			continue
 		}
-		lim := sl.dev.PowerLimit.Value
-		if lim.MinW >= lim.MaxW || sl.lowered {
-			continue // locked limit (CMP cards) or already lowered
+		cur := sl.limitW
+		if cur == 0 {
+			cur = lim.Value.CurrentW
 		}
-		targets = append(targets, target{sl.dev.UUID, lim.MinW})
-		ids[e.w.Spec.ID] = true
-		sl.lowered = true
+		fits = append(fits, gpuFit{i: i, curW: sl.lastW, limW: cur, minW: lim.Value.MinW, defW: lim.Value.DefaultW, id: e.w.Spec.ID})
 	}
 	m.mu.Unlock()
-	for _, t := range targets {
-		if err := m.gpus.SetPowerLimit(ctx, t.uuid, t.minW); err != nil {
-			m.log.Warn("lower power limit", "gpu", t.uuid, "err", err)
+	if len(fits) == 0 {
+		return nil
+	}
+	budget := target*(1-capMargin) - fixed
+	sumCur, sumMin, lack := 0.0, 0.0, 0.0
+	for _, f := range fits {
+		sumCur += f.curW
+		sumMin += f.minW
+		lack += max(0, f.defW-f.limW)
+	}
+	want := make([]float64, len(fits))
+	for k, f := range fits {
+		switch {
+		case budget >= sumCur && lack > 0: // room: raise the lowered ones
+			want[k] = math.Min(f.defW, f.limW+(budget-sumCur)*max(0, f.defW-f.limW)/lack)
+		case budget >= sumCur:
+			want[k] = f.limW
+		case budget <= sumMin:
+			want[k] = f.minW
+		default:
+			share := (sumCur - budget) / (sumCur - sumMin)
+			want[k] = f.curW - share*max(0, f.curW-f.minW)
 		}
+		want[k] = math.Max(f.minW, math.Min(f.defW, want[k]))
+	}
+	ids := map[string]bool{}
+	for k, f := range fits {
+		if math.Abs(want[k]-f.limW) < 1 {
+			continue
+		}
+		uuid := m.slots[f.i].dev.UUID
+		err := m.device(ctx, f.i, "set power limit", func(ctx context.Context) error {
+			return m.gpus.SetPowerLimit(ctx, uuid, math.Round(want[k]))
+		})
+		if err != nil {
+			m.log.Warn("set power limit", "gpu", uuid, "watts", want[k], "err", err)
+			continue
+		}
+		m.mu.Lock()
+		sl := m.slots[f.i]
+		sl.limitW = math.Round(want[k])
+		sl.lowered = sl.limitW < f.defW
+		m.mu.Unlock()
+		ids[f.id] = true
 	}
 	return sortedKeys(ids)
 }
@@ -316,10 +339,12 @@ func (r *runner) stopAll(ctx context.Context, sel func(*entry) bool) []string {
 	m := r.m
 	var ids []string
 	m.mu.Lock()
-	for _, e := range m.work {
+	for _, e := range m.live {
 		if e.w.State == StateRunning && !e.stopping && sel(e) {
 			r.preempt(ctx, e, "power cap")
-			ids = append(ids, e.w.Spec.ID)
+			if e.w.State == StatePreempting {
+				ids = append(ids, e.w.Spec.ID)
+			}
 		}
 	}
 	m.mu.Unlock()
@@ -331,7 +356,7 @@ func (r *runner) stopAll(ctx context.Context, sel func(*entry) bool) []string {
 		m.mu.Lock()
 		left := 0
 		for _, id := range ids {
-			if e := m.work[id]; e != nil && (e.w.State == StateRunning || e.w.State == StatePreempting) {
+			if e := m.live[id]; e != nil && (e.w.State == StateRunning || e.w.State == StatePreempting) {
 				left++
 			}
 		}
@@ -371,7 +396,7 @@ func (r *runner) byDraw(sel func(*entry) bool) []string {
 	defer m.mu.Unlock()
 	draw := map[string]float64{}
 	for _, sl := range m.slots {
-		if e := m.work[sl.holder]; e != nil && e.w.State == StateRunning && sel(e) {
+		if e := m.live[sl.holder]; e != nil && e.w.State == StateRunning && sel(e) {
 			draw[e.w.Spec.ID] += sl.lastW
 		}
 	}
@@ -395,7 +420,7 @@ func (r *runner) byVictimOrder(sel func(*entry) bool) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var es []*entry
-	for _, e := range m.work {
+	for _, e := range m.live {
 		if e.w.State == StateRunning && sel(e) {
 			es = append(es, e)
 		}
@@ -404,7 +429,10 @@ func (r *runner) byVictimOrder(sel func(*entry) bool) []string {
 		if es[i].w.Spec.Priority != es[j].w.Spec.Priority {
 			return es[i].w.Spec.Priority < es[j].w.Spec.Priority
 		}
-		return es[i].w.StartedAt.After(es[j].w.StartedAt)
+		if !es[i].w.StartedAt.Equal(es[j].w.StartedAt) {
+			return es[i].w.StartedAt.After(es[j].w.StartedAt)
+		}
+		return es[i].w.Spec.ID < es[j].w.Spec.ID
 	})
 	ids := make([]string, len(es))
 	for i, e := range es {
@@ -413,43 +441,28 @@ func (r *runner) byVictimOrder(sel func(*entry) bool) []string {
 	return ids
 }
 
-// lowered lists the workloads on GPUs whose limit the cap lowered, and
-// how much more they may draw at their default limits.
-func (r *runner) lowered() ([]string, float64) {
-	m := r.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ids := map[string]bool{}
-	headroom := 0.0
-	for _, sl := range m.slots {
-		if !sl.lowered {
-			continue
-		}
-		headroom += max(0, sl.fullW()-sl.lastW)
-		if sl.holder != "" {
-			ids[sl.holder] = true
-		}
-	}
-	return sortedKeys(ids), headroom
-}
-
 // restoreLimits resets the limits the cap lowered.
 func (r *runner) restoreLimits(ctx context.Context) error {
 	m := r.m
-	var uuids []string
+	var slots []int
 	m.mu.Lock()
-	for _, sl := range m.slots {
+	for i, sl := range m.slots {
 		if sl.lowered {
-			uuids = append(uuids, sl.dev.UUID)
-			sl.lowered = false
+			slots = append(slots, i)
 		}
 	}
 	m.mu.Unlock()
 	var errs []error
-	for _, u := range uuids {
-		if err := m.gpus.ResetPowerLimit(ctx, u); err != nil && !errors.Is(err, gpu.ErrUnsupported) {
+	for _, i := range slots {
+		uuid := m.slots[i].dev.UUID
+		err := m.device(ctx, i, "reset power limit", func(ctx context.Context) error { return m.gpus.ResetPowerLimit(ctx, uuid) })
+		if err != nil && !errors.Is(err, gpu.ErrUnsupported) {
 			errs = append(errs, err)
+			continue
 		}
+		m.mu.Lock()
+		m.slots[i].lowered, m.slots[i].limitW = false, 0
+		m.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

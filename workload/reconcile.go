@@ -9,16 +9,33 @@ import (
 	"github.com/gpufarm/gpufarm/isolation"
 )
 
-// reconcile loads the records and matches them with the containers the
-// runtime still has: what runs is re-adopted, what ended while nobody
-// watched is recorded, what vanished is requeued (paid work resumes from
-// its checkpoint) or dropped (a miner), and containers without a record
-// are removed, so nothing runs unaccounted.
+// The reconcile path: what a new Run finds. The records are loaded and
+// matched with the containers the runtime still has: what runs is
+// re-adopted, what ended while nobody watched is recorded with its real
+// exit status (never run twice), what vanished is requeued (paid work
+// resumes from its checkpoint) or ended (a miner), and containers without
+// a live record are stopped and removed, so nothing runs unaccounted.
+
+// storeReadError is a store that cannot list its records: Run cannot
+// know what it owns, and ends.
+type storeReadError struct{ err error }
+
+func (e *storeReadError) Error() string { return "load workload records: " + e.err.Error() }
+func (e *storeReadError) Unwrap() error { return e.err }
+
+type ended struct {
+	e  *entry
+	st *isolation.ExitStatus
+}
+
+// reconcile takes over from an earlier Run. A runtime error is returned
+// for the caller to retry; nothing in memory changes until the runtime
+// has answered.
 func (r *runner) reconcile(ctx context.Context) error {
 	m := r.m
 	recs, err := m.store.List(ctx)
 	if err != nil {
-		return fmt.Errorf("load workload records: %w", err)
+		return &storeReadError{err}
 	}
 	var infos []isolation.Info
 	if rec, ok := m.rt.(isolation.Recoverer); ok {
@@ -34,24 +51,32 @@ func (r *runner) reconcile(ctx context.Context) error {
 		containers[in.Ref] = in
 	}
 
-	type ended struct {
-		e  *entry
-		st isolation.ExitStatus
+	m.mu.Lock()
+	if err := m.loadCordons(ctx); err != nil {
+		m.mu.Unlock()
+		return &storeReadError{err}
+	}
+	if es, ok := m.store.(EventStore); ok {
+		last, err := es.LastSeq(ctx)
+		if err != nil {
+			m.mu.Unlock()
+			return &storeReadError{err}
+		}
+		m.seq = max(m.seq, last)
 	}
 	var finished []ended
-	var waiters, stops []*entry
+	var waiters []*entry
 	adopted := map[isolation.Ref]bool{}
-
-	m.mu.Lock()
 	for _, w := range recs {
+		m.seq = max(m.seq, w.Seq)
 		if _, dup := m.work[w.Spec.ID]; dup {
 			continue // submitted before Run: the live entry wins
 		}
-		if w.Seq > m.seq {
-			m.seq = w.Seq
-		}
-		e := &entry{w: w, cancel: w.CancelRequested}
+		e := &entry{w: w}
 		m.work[w.Spec.ID] = e
+		if w.State.live() {
+			m.live[w.Spec.ID] = e
+		}
 		if w.State.Final() || w.State == StateQueued {
 			continue
 		}
@@ -60,55 +85,39 @@ func (r *runner) reconcile(ctx context.Context) error {
 		case ok && in.State == isolation.StateRunning:
 			adopted[in.Ref] = true
 			m.adopt(e, in)
-			if w.State == StatePreempting {
-				// The stop was under way when the manager went down.
-				e.w.State = StateRunning
-				e.preemptedBy = "power cap or preemption before restart"
-				stops = append(stops, e)
-			} else {
-				e.w.State = StateRunning
+			if w.State == StateScheduled {
+				// It started just before the manager went down.
+				_ = m.apply(ctx, e, change{to: StateRunning, reason: "started before the manager restarted",
+					edit: func(w *Workload) { w.StartedAt = in.CreatedAt }, ev: Event{Type: EventStarted}})
 			}
 			waiters = append(waiters, e)
 			m.log.Info("re-adopted running workload", "id", w.Spec.ID, "container", in.Ref.String(), "gpus", w.GPUs)
-		case ok && in.State == isolation.StateStopped && in.Exit != nil && w.State != StateScheduled:
+		case ok && in.State == isolation.StateStopped && in.Exit != nil && w.Attempt > 0:
+			// It ran and ended while nobody watched: record how.
 			adopted[in.Ref] = true
 			m.hold(e)
-			if w.State == StatePreempting {
-				e.preemptedBy = "preemption before restart"
-			}
-			finished = append(finished, ended{e, *in.Exit})
+			finished = append(finished, ended{e, in.Exit})
 		default:
 			// Never started, or gone with the node: nothing of it runs.
 			if ok {
 				adopted[in.Ref] = true
-				_ = m.rt.Delete(ctx, in.Ref)
+				m.cleanup = append(m.cleanup, in.Ref)
 			}
 			for _, u := range w.GPUs {
 				m.setLoad(u, 0, nil) // what ran there is gone
 			}
-			reason := "container vanished while the manager was down"
 			if w.State == StateScheduled {
-				reason = "manager restarted before the container started"
+				_ = m.apply(ctx, e, change{to: StateQueued, reason: "the manager restarted before the container started; requeued",
+					edit: func(w *Workload) { w.GPUs = nil }, ev: Event{Type: EventQueued}})
+				continue
 			}
-			if e.w.Spec.Kind.Paid() {
-				e.w.State, e.w.Reason, e.w.GPUs = StateQueued, reason+"; requeued", nil
-				_ = m.persistEmit(ctx, e, Event{Type: EventQueued, Reason: e.w.Reason})
-			} else {
-				e.w.State, e.w.Reason, e.w.EndedAt = StateFailed, reason, m.clock.Now()
-				_ = m.persistEmit(ctx, e, Event{Type: EventFailed, Reason: reason})
-				delete(m.work, w.Spec.ID)
-				_ = m.store.Delete(ctx, w.Spec.ID)
-			}
-			m.log.Warn("workload did not survive the restart", "id", w.Spec.ID, "reason", reason)
+			m.hold(e)
+			finished = append(finished, ended{e, nil})
+			m.log.Warn("workload's container vanished while the manager was down", "id", w.Spec.ID, "container", w.Container.String())
 		}
-	}
-	for _, e := range stops {
-		r.stop(ctx, e, "")
-		e.w.State = StatePreempting
 	}
 	m.mu.Unlock()
 
-	var errs []error
 	for _, in := range infos {
 		if adopted[in.Ref] {
 			continue
@@ -119,27 +128,40 @@ func (r *runner) reconcile(ctx context.Context) error {
 			waiters = append(waiters, e)
 			continue
 		}
-		m.log.Warn("removing container with no workload record", "container", in.Ref.String(), "workload", in.Workload)
-		if in.State == isolation.StateRunning {
-			if _, err := m.rt.Stop(ctx, in.Ref); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		if err := m.rt.Delete(ctx, in.Ref); err != nil && !errors.Is(err, isolation.ErrNotFound) {
-			errs = append(errs, err)
-		}
+		m.log.Warn("removing container with no live workload", "container", in.Ref.String(), "workload", in.Workload, "state", string(in.State))
+		r.spawn(ctx, func(ctx context.Context) { r.removeOrphan(ctx, in) })
 	}
 	for _, f := range finished {
-		r.exited(ctx, f.e, f.st, nil)
+		r.exited(ctx, f.e, f.st)
 	}
+	m.mu.Lock()
+	for _, e := range waiters {
+		e.awaiting = true
+	}
+	m.mu.Unlock()
 	for _, e := range waiters {
 		r.spawn(ctx, func(ctx context.Context) { r.await(ctx, e) })
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove orphan containers: %w", err)
-	}
 	return nil
+}
+
+// removeOrphan stops and deletes a container no live workload owns; a
+// failure leaves it for the tick's cleanup.
+func (r *runner) removeOrphan(ctx context.Context, in isolation.Info) {
+	m := r.m
+	if in.State == isolation.StateRunning {
+		sctx, cancel := context.WithTimeout(ctx, in.StopGrace+m.o.runtimeTimeout)
+		_, err := m.rt.Stop(sctx, in.Ref)
+		cancel()
+		if err != nil && !errors.Is(err, isolation.ErrNotFound) && !errors.Is(err, isolation.ErrState) {
+			m.log.Warn("stop orphan container failed; retrying at the next tick", "container", in.Ref.String(), "err", err)
+			m.mu.Lock()
+			m.cleanup = append(m.cleanup, in.Ref)
+			m.mu.Unlock()
+			return
+		}
+	}
+	r.deleteContainer(ctx, in.Ref)
 }
 
 // adopt makes e, found running in container in, the holder of its GPUs
@@ -190,11 +212,14 @@ func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) *entry 
 	e := &entry{w: Workload{
 		Spec: spec, State: StateRunning, GPUs: slices.Clone(in.GPUs), Container: in.Ref, Attempt: 1,
 		SubmittedAt: in.CreatedAt, StartedAt: in.CreatedAt,
-		Reason: "re-adopted from its container's labels: the manager had no record of it",
 	}}
 	m.work[spec.ID] = e
+	if err := m.apply(ctx, e, change{to: StateRunning, reason: "re-adopted from its container's labels: the manager had no record of it",
+		ev: Event{Type: EventStarted}}); err != nil {
+		delete(m.work, spec.ID)
+		return nil // the next Run tries again; the container runs on meanwhile
+	}
 	m.adopt(e, in)
-	_ = m.persistEmit(ctx, e, Event{Type: EventStarted, Reason: e.w.Reason})
 	m.log.Warn("re-adopted a container the manager had no record of", "container", in.Ref.String(), "workload", spec.ID)
 	return e
 }

@@ -7,30 +7,6 @@ import (
 	"github.com/gpufarm/gpufarm/isolation"
 )
 
-// State is where a workload is in its life.
-type State string
-
-const (
-	// StateQueued: waiting for GPUs.
-	StateQueued State = "queued"
-	// StateScheduled: GPUs are reserved; earlier holders are draining and
-	// the container is being prepared.
-	StateScheduled State = "scheduled"
-	StateRunning   State = "running"
-	// StatePreempting: asked to stop so higher-priority work can have its
-	// GPUs; a preempted paid workload returns to the queue.
-	StatePreempting State = "preempting"
-	// Final states.
-	StateExited    State = "exited"    // the process ended on its own (Exit says how)
-	StateFailed    State = "failed"    // it could not run or its GPU failed (Reason says why)
-	StateCancelled State = "cancelled" // Cancel stopped it
-)
-
-// Final reports whether the workload will never run again.
-func (s State) Final() bool {
-	return s == StateExited || s == StateFailed || s == StateCancelled
-}
-
 // Workload is the manager's record of one workload: the spec and what
 // became of it. Records are durable in the Store.
 type Workload struct {
@@ -40,19 +16,26 @@ type Workload struct {
 	GPUs []string
 	// Container is the current or last container.
 	Container isolation.Ref
-	// Attempt counts starts; a preempted workload's next container is
+	// Attempt counts launches; a requeued workload's next container is
 	// attempt+1.
 	Attempt     int
 	Preemptions int
+	// Retries counts launches that failed for a reason that may pass (the
+	// runtime unavailable, a deadline); the next waits longer.
+	Retries     int
 	SubmittedAt time.Time
 	StartedAt   time.Time // of the current or last attempt
 	EndedAt     time.Time
 	Exit        *isolation.ExitStatus
-	// Reason says why the workload failed, was preempted or was cancelled.
+	// Reason says why the workload is where it is: why it failed, was
+	// preempted, requeued or cancelled.
 	Reason string
-	// CancelRequested is set by Cancel: the workload is stopping for good,
-	// also if the manager restarts before it has stopped.
-	CancelRequested bool
+	// Outcome, set while a workload is asked to stop for good (Cancel, a
+	// GPU fault), is the final state it will reach when its container has
+	// ended, also if the manager restarts before then.
+	Outcome State
+	// Progress is the last progress the workload reported.
+	Progress *Progress
 	// Seq is the sequence number of the event that last changed the record.
 	Seq uint64
 }
@@ -64,33 +47,51 @@ func (w Workload) clone() Workload {
 		e := *w.Exit
 		w.Exit = &e
 	}
+	if w.Progress != nil {
+		p := *w.Progress
+		w.Progress = &p
+	}
 	return w
 }
 
-// EventType says what happened to a workload.
+// EventType says what happened.
 type EventType string
 
+// Events of one workload.
 const (
-	EventQueued     EventType = "queued"
+	EventQueued     EventType = "queued" // submitted, or back in the queue (Reason says why)
 	EventScheduled  EventType = "scheduled"
 	EventStarted    EventType = "started"
 	EventProgress   EventType = "progress"
 	EventPreempting EventType = "preempting"
+	EventStopping   EventType = "stopping"
 	EventPreempted  EventType = "preempted"
 	EventExited     EventType = "exited"
 	EventFailed     EventType = "failed"
 	EventCancelled  EventType = "cancelled"
 )
 
-// Event is one change of one workload. Seq numbers are strictly increasing,
-// also across restarts of the manager, so a watcher can tell it missed
-// nothing and resume with Watch(ctx, lastSeq).
+// Events of the node; their ID is empty.
+const (
+	EventCordoned   EventType = "cordoned"   // GPUs names the GPU; none for the whole node
+	EventUncordoned EventType = "uncordoned" // likewise
+	// EventStoreFailed: a store write failed; no new work starts until
+	// EventStoreRecovered. Neither is in the store's event log.
+	EventStoreFailed    EventType = "store-failed"
+	EventStoreRecovered EventType = "store-recovered"
+)
+
+// Event is one change of one workload, or of the node. Seq numbers are
+// strictly increasing, also across restarts of the manager, so a watcher
+// can tell what it missed and resume with Watch(ctx, lastSeq); a store
+// that keeps events (EventStore) replays them after a restart.
 type Event struct {
 	Seq      uint64
 	Type     EventType
 	ID       string
 	Kind     Kind
 	Tenant   string
+	Attempt  int
 	Time     time.Time
 	GPUs     []string
 	Reason   string
@@ -128,4 +129,22 @@ type Handover struct {
 	Hygiene time.Duration
 	// Total is from the scheduling decision to the container running.
 	Total time.Duration
+}
+
+func (ev Event) clone() Event {
+	ev.GPUs = slices.Clone(ev.GPUs)
+	if ev.Exit != nil {
+		x := *ev.Exit
+		ev.Exit = &x
+	}
+	if ev.Progress != nil {
+		p := *ev.Progress
+		ev.Progress = &p
+	}
+	if ev.Handover != nil {
+		h := *ev.Handover
+		h.From = slices.Clone(h.From)
+		ev.Handover = &h
+	}
+	return ev
 }

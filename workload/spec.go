@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"slices"
 	"syscall"
@@ -50,7 +51,24 @@ type GPURequest struct {
 	// UUIDs pins the workload to these GPUs. Count, when set, must equal
 	// their number; the constraints still apply.
 	UUIDs []string
+	// IgnoreReadiness places training and inference also on GPUs that
+	// gpu.Assess rates unfit for that use (an RTX 3080 on an x1 riser is
+	// rated for inference, not training). By default they go only where
+	// readiness admits them.
+	IgnoreReadiness bool
 }
+
+// GPULoss says what becomes of a workload whose GPU fails (a device-level
+// fault: Xid 79, 48, 74, 95, a lost device).
+type GPULoss string
+
+const (
+	// GPULossDefault requeues preemptible paid work, to resume from its
+	// checkpoint on healthy GPUs, and fails the rest.
+	GPULossDefault GPULoss = ""
+	GPULossRequeue GPULoss = "requeue"
+	GPULossFail    GPULoss = "fail"
+)
 
 // Spec describes a workload. Build one by hand, or with the mining and
 // training packages' builders.
@@ -81,6 +99,9 @@ type Spec struct {
 	StopSignal  syscall.Signal // default SIGTERM
 	StopGrace   time.Duration  // default isolation.DefaultStopGrace
 	MinRuntime  time.Duration
+	// OnGPULoss says whether a fault of one of its GPUs requeues the
+	// workload or fails it.
+	OnGPULoss GPULoss
 
 	// PricePerGPUHour is what the customer pays, in the operator's
 	// currency; the economic policy and the accounting read it.
@@ -136,8 +157,16 @@ func (s Spec) Validate() error {
 	if s.PricePerGPUHour < 0 {
 		bad("PricePerGPUHour", "%v is negative", s.PricePerGPUHour)
 	}
-	if s.Load < 0 || s.Load > 1 {
+	if s.Load < 0 || s.Load > 1 || math.IsNaN(s.Load) {
 		bad("Load", "%v: want 0 to 1", s.Load)
+	}
+	if math.IsNaN(s.PricePerGPUHour) || math.IsInf(s.PricePerGPUHour, 0) {
+		bad("PricePerGPUHour", "%v: want a price", s.PricePerGPUHour)
+	}
+	switch s.OnGPULoss {
+	case GPULossDefault, GPULossRequeue, GPULossFail:
+	default:
+		bad("OnGPULoss", "%q: want %q, %q or empty", s.OnGPULoss, GPULossRequeue, GPULossFail)
 	}
 	// The container fields (tenant, image, env, mounts, limits, network,
 	// labels) are the isolation layer's: check them by its rules now, so
@@ -149,7 +178,19 @@ func (s Spec) Validate() error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: workload %q: %w", ErrInvalid, s.ID, errors.Join(errs...))
+	return errorf(ErrInvalid, "workload %q: %w", s.ID, errors.Join(errs...))
+}
+
+// requeueOnLoss reports whether a fault of the workload's GPU sends it back
+// to the queue rather than failing it.
+func (s Spec) requeueOnLoss() bool {
+	switch s.OnGPULoss {
+	case GPULossRequeue:
+		return s.Kind.Paid()
+	case GPULossFail:
+		return false
+	}
+	return s.Kind.Paid() && s.Preemptible
 }
 
 // load is the utilisation the workload puts on each GPU.

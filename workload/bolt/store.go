@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +19,8 @@ import (
 )
 
 // SchemaVersion is the layout version this package writes and reads.
-const SchemaVersion = 1
+// Version 1 files (records only) are upgraded in place when opened.
+const SchemaVersion = 2
 
 // ErrCorrupt: a stored record cannot be decoded. The error names the id;
 // Delete it, or restore the file from a backup.
@@ -27,8 +29,14 @@ var ErrCorrupt = fmt.Errorf("bolt: corrupt record: %w", gpu.ErrInvalid)
 var (
 	bucketWorkloads = []byte("workloads")
 	bucketMeta      = []byte("meta")
+	bucketEvents    = []byte("events")   // big-endian Seq -> event
+	bucketSettings  = []byte("settings") // key -> value
+	bucketLogs      = []byte("logs")     // workload ID -> log tail
 	keySchema       = []byte("schema")
 )
+
+// v2Buckets are the buckets schema 2 adds to schema 1.
+var v2Buckets = [][]byte{bucketEvents, bucketSettings, bucketLogs}
 
 // Store is a workload.Store in a bbolt file. It is safe for concurrent use;
 // the file is locked, so one Store at a time may have it open.
@@ -43,7 +51,11 @@ type Store struct {
 	closed bool
 }
 
-var _ workload.Store = (*Store)(nil)
+var (
+	_ workload.EventStore   = (*Store)(nil)
+	_ workload.SettingStore = (*Store)(nil)
+	_ workload.LogStore     = (*Store)(nil)
+)
 
 // Option configures Open.
 type Option func(*options)
@@ -110,8 +122,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return &Store{path: path, log: o.log, db: db}, nil
 }
 
-// initSchema writes the schema version into a new file, or checks the one
-// an existing file carries. On error it changes nothing.
+// initSchema writes the schema version into a new file, upgrades a
+// version 1 file, or checks the version an existing file carries. On error
+// it changes nothing.
 func initSchema(db *bbolt.DB) (created bool, err error) {
 	err = db.Update(func(tx *bbolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -123,23 +136,70 @@ func initSchema(db *bbolt.DB) (created bool, err error) {
 			if meta, err = tx.CreateBucket(bucketMeta); err != nil {
 				return err
 			}
-			if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			if _, err := tx.CreateBucket(bucketWorkloads); err != nil {
 				return err
 			}
-			_, err := tx.CreateBucket(bucketWorkloads)
-			return err
+			return upgrade(tx, meta)
 		}
 		raw := meta.Get(keySchema)
-		if v, err := strconv.Atoi(string(raw)); err != nil || v != SchemaVersion {
+		v, err := strconv.Atoi(string(raw))
+		switch {
+		case err == nil && v == 1:
+			if tx.Bucket(bucketWorkloads) == nil {
+				return fmt.Errorf("schema 1 file lacks its %q bucket: %w", bucketWorkloads, ErrCorrupt)
+			}
+			return upgrade(tx, meta)
+		case err != nil || v != SchemaVersion:
 			return fmt.Errorf("schema version %q, this build reads %d: open it with the gpufarm version that wrote it, or use a new file: %w",
 				raw, SchemaVersion, gpu.ErrUnsupported)
 		}
-		if tx.Bucket(bucketWorkloads) == nil {
-			return fmt.Errorf("schema %d file lacks its %q bucket: %w", SchemaVersion, bucketWorkloads, ErrCorrupt)
+		for _, b := range append([][]byte{bucketWorkloads}, v2Buckets...) {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("schema %d file lacks its %q bucket: %w", SchemaVersion, b, ErrCorrupt)
+			}
 		}
 		return nil
 	})
 	return created, err
+}
+
+// upgrade brings a new or version 1 file to the current schema: the new
+// buckets, and a live record's cancellation (version 1's CancelRequested)
+// as its Outcome.
+func upgrade(tx *bbolt.Tx, meta *bbolt.Bucket) error {
+	for _, b := range v2Buckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	recs := tx.Bucket(bucketWorkloads)
+	type v1 struct {
+		CancelRequested bool
+	}
+	var fix [][2][]byte
+	err := recs.ForEach(func(k, v []byte) error {
+		var old v1
+		var w workload.Workload
+		if json.Unmarshal(v, &old) != nil || !old.CancelRequested || json.Unmarshal(v, &w) != nil || w.State.Final() {
+			return nil
+		}
+		w.Outcome = workload.StateCancelled
+		data, err := json.Marshal(w)
+		if err != nil {
+			return err
+		}
+		fix = append(fix, [2][]byte{append([]byte(nil), k...), data})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, kv := range fix {
+		if err := recs.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 }
 
 // Path returns the store's file.
@@ -147,7 +207,7 @@ func (s *Store) Path() string { return s.path }
 
 // update runs fn in one read-write transaction, committed with an fsync
 // before it returns: a Put that returned nil survives a crash.
-func (s *Store) update(ctx context.Context, op string, fn func(b *bbolt.Bucket) error) error {
+func (s *Store) update(ctx context.Context, op string, fn func(tx *bbolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("bolt: %s: %w", op, err)
 	}
@@ -161,7 +221,7 @@ func (s *Store) update(ctx context.Context, op string, fn func(b *bbolt.Bucket) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		return fn(tx.Bucket(bucketWorkloads))
+		return fn(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("bolt: %s: %w", op, err)
@@ -169,22 +229,173 @@ func (s *Store) update(ctx context.Context, op string, fn func(b *bbolt.Bucket) 
 	return nil
 }
 
-// Put stores w under w.Spec.ID, replacing any record of that id.
-func (s *Store) Put(ctx context.Context, w workload.Workload) error {
-	op := fmt.Sprintf("put %q", w.Spec.ID)
+// view runs fn in one read-only transaction.
+func (s *Store) view(ctx context.Context, op string, fn func(tx *bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bolt: %s: %w", op, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("bolt: %s: %s: %w", op, s.path, workload.ErrClosed)
+	}
+	if err := s.db.View(fn); err != nil {
+		return fmt.Errorf("bolt: %s: %w", op, err)
+	}
+	return nil
+}
+
+// encodeRecord checks and encodes a record.
+func encodeRecord(op string, w workload.Workload) ([]byte, error) {
 	if w.Spec.ID == "" {
-		return fmt.Errorf("bolt: %s: Spec.ID is empty: %w", op, workload.ErrInvalid)
+		return nil, fmt.Errorf("bolt: %s: Spec.ID is empty: %w", op, workload.ErrInvalid)
 	}
 	data, err := json.Marshal(w)
 	if err != nil { // a NaN or infinite float
-		return fmt.Errorf("bolt: %s: record cannot be stored as JSON: %w: %w", op, workload.ErrInvalid, err)
+		return nil, fmt.Errorf("bolt: %s: record cannot be stored as JSON: %w: %w", op, workload.ErrInvalid, err)
 	}
-	return s.update(ctx, op, func(b *bbolt.Bucket) error { return b.Put([]byte(w.Spec.ID), data) })
+	return data, nil
 }
 
-// Delete removes the record of id; a missing one is not an error.
+// encodeEvent encodes an event under its big-endian Seq, so that keys
+// sort as sequence numbers.
+func encodeEvent(op string, ev workload.Event) (key, data []byte, err error) {
+	data, err = json.Marshal(ev)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bolt: %s: event cannot be stored as JSON: %w: %w", op, workload.ErrInvalid, err)
+	}
+	return binary.BigEndian.AppendUint64(nil, ev.Seq), data, nil
+}
+
+// Put stores w under w.Spec.ID, replacing any record of that id.
+func (s *Store) Put(ctx context.Context, w workload.Workload) error {
+	op := fmt.Sprintf("put %q", w.Spec.ID)
+	data, err := encodeRecord(op, w)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, op, func(tx *bbolt.Tx) error { return tx.Bucket(bucketWorkloads).Put([]byte(w.Spec.ID), data) })
+}
+
+// Commit stores w and appends ev in one transaction.
+func (s *Store) Commit(ctx context.Context, w workload.Workload, ev workload.Event) error {
+	op := fmt.Sprintf("commit %q with event %d", w.Spec.ID, ev.Seq)
+	data, err := encodeRecord(op, w)
+	if err != nil {
+		return err
+	}
+	key, evData, err := encodeEvent(op, ev)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, op, func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketWorkloads).Put([]byte(w.Spec.ID), data); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketEvents).Put(key, evData)
+	})
+}
+
+// Append appends a node event.
+func (s *Store) Append(ctx context.Context, ev workload.Event) error {
+	op := fmt.Sprintf("append event %d", ev.Seq)
+	key, data, err := encodeEvent(op, ev)
+	if err != nil {
+		return err
+	}
+	return s.update(ctx, op, func(tx *bbolt.Tx) error { return tx.Bucket(bucketEvents).Put(key, data) })
+}
+
+// Events returns up to limit events with Seq above after, in order. An
+// event that cannot be decoded fails the call, naming its Seq.
+func (s *Store) Events(ctx context.Context, after uint64, limit int) ([]workload.Event, error) {
+	var out []workload.Event
+	err := s.view(ctx, "events", func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, after+1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var ev workload.Event
+			if err := json.Unmarshal(v, &ev); err != nil {
+				return fmt.Errorf("event %d: %w: %w", binary.BigEndian.Uint64(k), ErrCorrupt, err)
+			}
+			out = append(out, ev)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// LastSeq is the highest Seq in the event log, 0 when it is empty.
+func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
+	var seq uint64
+	err := s.view(ctx, "last event", func(tx *bbolt.Tx) error {
+		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); k != nil {
+			seq = binary.BigEndian.Uint64(k)
+		}
+		return nil
+	})
+	return seq, err
+}
+
+// TrimEvents deletes the events with Seq up to upTo.
+func (s *Store) TrimEvents(ctx context.Context, upTo uint64) error {
+	return s.update(ctx, fmt.Sprintf("trim events to %d", upTo), func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// PutSetting stores a node setting.
+func (s *Store) PutSetting(ctx context.Context, key string, value []byte) error {
+	return s.update(ctx, fmt.Sprintf("put setting %q", key), func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketSettings).Put([]byte(key), value)
+	})
+}
+
+// Setting returns a node setting, nil when it was never set.
+func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := s.view(ctx, fmt.Sprintf("setting %q", key), func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketSettings).Get([]byte(key)); b != nil {
+			v = append([]byte{}, b...)
+		}
+		return nil
+	})
+	return v, err
+}
+
+// PutLog stores the kept log tail of a workload.
+func (s *Store) PutLog(ctx context.Context, id string, tail []byte) error {
+	return s.update(ctx, fmt.Sprintf("put log of %q", id), func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketLogs).Put([]byte(id), tail)
+	})
+}
+
+// Log returns the kept log tail of a workload, nil when none is kept.
+func (s *Store) Log(ctx context.Context, id string) ([]byte, error) {
+	var v []byte
+	err := s.view(ctx, fmt.Sprintf("log of %q", id), func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketLogs).Get([]byte(id)); b != nil {
+			v = append([]byte{}, b...)
+		}
+		return nil
+	})
+	return v, err
+}
+
+// Delete removes the record of id and its kept log; a missing one is not
+// an error.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	return s.update(ctx, fmt.Sprintf("delete %q", id), func(b *bbolt.Bucket) error { return b.Delete([]byte(id)) })
+	return s.update(ctx, fmt.Sprintf("delete %q", id), func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketWorkloads).Delete([]byte(id)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketLogs).Delete([]byte(id))
+	})
 }
 
 // List returns every record, sorted by id. If any record cannot be decoded

@@ -224,7 +224,8 @@ func TestOpenRefusesUnknownFiles(t *testing.T) {
 		wantIs  error
 		wantMsg string
 	}{
-		{"newer schema", func(t *testing.T, p string) { writeRaw(t, p, withMeta("2", true)) }, gpu.ErrUnsupported, `schema version "2", this build reads 1`},
+		{"newer schema", func(t *testing.T, p string) { writeRaw(t, p, withMeta("3", true)) }, gpu.ErrUnsupported, `schema version "3", this build reads 2`},
+		{"schema 2 without its event log", func(t *testing.T, p string) { writeRaw(t, p, withMeta("2", true)) }, bolt.ErrCorrupt, `lacks its "events" bucket`},
 		{"garbled schema", func(t *testing.T, p string) { writeRaw(t, p, withMeta("one", true)) }, gpu.ErrUnsupported, `schema version "one"`},
 		{"no schema", func(t *testing.T, p string) { writeRaw(t, p, withMeta("", true)) }, gpu.ErrUnsupported, "no schema version"},
 		{"no workloads bucket", func(t *testing.T, p string) { writeRaw(t, p, withMeta("1", false)) }, bolt.ErrCorrupt, `lacks its "workloads" bucket`},
@@ -252,6 +253,57 @@ func TestOpenRefusesUnknownFiles(t *testing.T) {
 			assert.Equal(t, before, after, "a refused file is left as it was")
 		})
 	}
+}
+
+// TestOpenUpgradesSchema1: a file of the first schema (records only, a
+// cancellation as CancelRequested) opens as the current one, with its
+// records, its pending cancellations as outcomes, and an event log.
+func TestOpenUpgradesSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "workloads.db")
+	running := storetest.Workload("cancel-pending")
+	running.State, running.Outcome, running.Exit = workload.StateRunning, "", nil
+	ended := storetest.Workload("ended")
+	ended.Outcome = ""
+	running.Seq, ended.Seq = 7, 8 // the raw rewrite below goes through float64
+	writeRaw(t, path, func(tx *bbolt.Tx) error {
+		if err := withMeta("1", true)(tx); err != nil {
+			return err
+		}
+		for _, w := range []workload.Workload{running, ended} {
+			b, err := json.Marshal(w)
+			if err != nil {
+				return err
+			}
+			// Schema 1 wrote a cancellation as a flag.
+			var raw map[string]any
+			if err := json.Unmarshal(b, &raw); err != nil {
+				return err
+			}
+			delete(raw, "Outcome")
+			raw["CancelRequested"] = true
+			if b, err = json.Marshal(raw); err != nil {
+				return err
+			}
+			if err := tx.Bucket([]byte("workloads")).Put([]byte(w.Spec.ID), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s, err := bolt.Open(path)
+	require.NoError(t, err)
+	defer s.Close()
+	ctx := context.Background()
+	got, err := s.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	byID := map[string]workload.Workload{got[0].Spec.ID: got[0], got[1].Spec.ID: got[1]}
+	assert.Equal(t, workload.StateCancelled, byID["cancel-pending"].Outcome, "a pending cancellation survives the upgrade")
+	assert.Empty(t, byID["ended"].Outcome, "a finished record is left as it was")
+	require.NoError(t, s.Append(ctx, storetest.Event(5, "")))
+	last, err := s.LastSeq(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(5), last, "the upgraded file keeps events")
 }
 
 func TestOpenBadArguments(t *testing.T) {

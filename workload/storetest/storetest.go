@@ -52,11 +52,27 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Close", s.close)
 	t.Run("Concurrent", s.concurrent)
 	t.Run("Many", s.many)
-	if h.Reopen == nil {
+	if h.Reopen != nil {
+		t.Run("Durable", s.durable)
+	} else {
 		t.Log("storetest: Harness.Reopen is nil; durability subtests not run")
-		return
 	}
-	t.Run("Durable", s.durable)
+	// The optional interfaces, for the stores that have them.
+	probe := h.Open(t)
+	_, events := probe.(workload.EventStore)
+	_, settings := probe.(workload.SettingStore)
+	_, logs := probe.(workload.LogStore)
+	_ = probe.Close()
+	if events {
+		t.Run("Events", s.events)
+		t.Run("EventsPaged", s.eventsPaged)
+	}
+	if settings {
+		t.Run("Settings", s.settings)
+	}
+	if logs {
+		t.Run("Logs", s.logs)
+	}
 }
 
 // Workload returns a record with every field of workload.Workload and
@@ -80,6 +96,7 @@ func Workload(id string) workload.Workload {
 				MinLink:              gpu.Link{Gen: 3, Width: 8},
 				Models:               []string{"GeForce RTX 3090", "A40"},
 				UUIDs:                []string{"GPU-" + id + "-0", "GPU-" + id + "-1"},
+				IgnoreReadiness:      true,
 			},
 			Image:   "registry.example/acme/train:1.2",
 			Command: []string{"torchrun", "--nproc-per-node=2", "train.py", "--run=" + id},
@@ -97,24 +114,27 @@ func Workload(id string) workload.Workload {
 			MinRuntime:      10 * time.Minute,
 			PricePerGPUHour: 0.35,
 			Load:            0.9,
+			OnGPULoss:       workload.GPULossFail,
 			Labels:          map[string]string{"run": id, "team": "vision", "note": "ünïcode \"quoted\""},
 		},
-		State:           workload.StateExited,
-		GPUs:            []string{"GPU-" + id + "-0", "GPU-" + id + "-1"},
-		Container:       isolation.Ref{Tenant: "acme", ID: id + "-3"},
-		Attempt:         3,
-		Preemptions:     2,
-		CancelRequested: true,
-		SubmittedAt:     at,
-		StartedAt:       at.Add(time.Hour + time.Nanosecond),
-		EndedAt:         at.Add(5 * time.Hour),
+		State:       workload.StateExited,
+		GPUs:        []string{"GPU-" + id + "-0", "GPU-" + id + "-1"},
+		Container:   isolation.Ref{Tenant: "acme", ID: id + "-3"},
+		Attempt:     3,
+		Preemptions: 2,
+		Retries:     1,
+		Outcome:     workload.StateCancelled,
+		SubmittedAt: at,
+		StartedAt:   at.Add(time.Hour + time.Nanosecond),
+		EndedAt:     at.Add(5 * time.Hour),
 		Exit: &isolation.ExitStatus{
 			Code:      137,
 			Reason:    isolation.ReasonOOMKilled,
 			OOMKilled: true,
 			ExitedAt:  at.Add(5*time.Hour - time.Millisecond),
 		},
-		Reason: "out of memory on attempt 3",
+		Reason:   "out of memory on attempt 3",
+		Progress: &workload.Progress{Step: 1200, Total: 5000, Loss: 1.25, HasLoss: true, Epoch: 0.24, Message: "step " + id},
 		// Beyond float64's exact integers: a store must not pass it through one.
 		Seq: math.MaxUint64 - 1,
 	}
@@ -278,6 +298,7 @@ func mutate(w *workload.Workload) {
 	w.Spec.Labels["added"] = "changed"
 	w.GPUs[0] = "changed"
 	w.Exit.Code = 1
+	w.Progress.Step = -1
 }
 
 func (s suite) cancelled(t *testing.T) {
@@ -405,4 +426,139 @@ func (s suite) durable(t *testing.T) {
 	put(t, st, Workload("d"))
 	st = s.reopen(t, st)
 	assert.Equal(t, []string{"a", "b", "d"}, ids(list(t, st)), "after a second Reopen")
+}
+
+// Event returns an event with every field set, of sequence number seq.
+func Event(seq uint64, id string) workload.Event {
+	at := time.Date(2025, time.March, 14, 9, 26, 53, 589793238, time.FixedZone("UTC+2", 2*60*60))
+	return workload.Event{
+		Seq: seq, Type: workload.EventStarted, ID: id, Kind: workload.KindTraining, Tenant: "acme", Attempt: 2,
+		Time: at, GPUs: []string{"GPU-" + id + "-0"}, Reason: "taking GPUs from mine-1",
+		Exit:     &isolation.ExitStatus{Code: 143, Reason: isolation.ReasonStopped, ExitedAt: at},
+		Progress: &workload.Progress{Step: 7, Total: 9, Loss: 0.5, HasLoss: true, Epoch: 1.5, Message: "m"},
+		Handover: &workload.Handover{From: []string{"mine-1", "mine-2"}, Drain: time.Second, Prepare: 2 * time.Millisecond,
+			Hygiene: 3 * time.Millisecond, Total: 4 * time.Second},
+	}
+}
+
+func normalEvents(evs []workload.Event) []workload.Event {
+	out := make([]workload.Event, len(evs))
+	for i, ev := range evs {
+		ev.Time = ev.Time.Round(0).UTC()
+		if ev.Exit != nil {
+			x := *ev.Exit
+			x.ExitedAt = x.ExitedAt.Round(0).UTC()
+			ev.Exit = &x
+		}
+		out[i] = ev
+	}
+	return out
+}
+
+func (s suite) events(t *testing.T) {
+	st := s.open(t).(workload.EventStore)
+	ctx := context.Background()
+	last, err := st.LastSeq(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, last, "an empty log")
+
+	// Commit writes the record and the event together.
+	w := Workload("a")
+	require.NoError(t, st.Commit(ctx, w, Event(10, "a")))
+	require.NoError(t, st.Append(ctx, Event(11, "")))
+	require.NoError(t, st.Commit(ctx, w, Event(math.MaxUint64-1, "a")))
+	assert.Equal(t, []string{"a"}, ids(list(t, st)))
+	got, err := st.Events(ctx, 0, 100)
+	require.NoError(t, err)
+	assert.Equal(t, normalEvents([]workload.Event{Event(10, "a"), Event(11, ""), Event(math.MaxUint64-1, "a")}), normalEvents(got),
+		"in Seq order, every field kept, Seq beyond float64's exact integers")
+	last, err = st.LastSeq(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(math.MaxUint64-1), last)
+
+	got, err = st.Events(ctx, 10, 1)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "limit")
+	assert.Equal(t, uint64(11), got[0].Seq, "after is exclusive")
+
+	require.NoError(t, st.TrimEvents(ctx, 11))
+	got, err = st.Events(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, uint64(math.MaxUint64-1), got[0].Seq, "trim drops up to and including upTo")
+
+	// A caller may change what Events returned; the store must not see it.
+	got[0].GPUs[0] = "changed"
+	got[0].Handover.From[0] = "changed"
+	again, err := st.Events(ctx, 0, 100)
+	require.NoError(t, err)
+	assert.Equal(t, normalEvents([]workload.Event{Event(math.MaxUint64-1, "a")}), normalEvents(again))
+
+	if s.h.Reopen != nil {
+		st = s.reopen(t, st).(workload.EventStore)
+		got, err = st.Events(ctx, 0, 100)
+		require.NoError(t, err)
+		assert.Equal(t, normalEvents([]workload.Event{Event(math.MaxUint64-1, "a")}), normalEvents(got), "after Reopen")
+	}
+}
+
+func (s suite) eventsPaged(t *testing.T) {
+	st := s.open(t).(workload.EventStore)
+	ctx := context.Background()
+	for seq := uint64(1); seq <= Many; seq++ {
+		require.NoError(t, st.Append(ctx, Event(seq, "")))
+	}
+	var seen []uint64
+	for after := uint64(0); ; {
+		page, err := st.Events(ctx, after, 64)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		for _, ev := range page {
+			seen = append(seen, ev.Seq)
+			after = ev.Seq
+		}
+	}
+	require.Len(t, seen, Many)
+	assert.True(t, slices.IsSorted(seen))
+}
+
+func (s suite) settings(t *testing.T) {
+	st := s.open(t).(workload.SettingStore)
+	ctx := context.Background()
+	v, err := st.Setting(ctx, "cordons")
+	require.NoError(t, err)
+	assert.Nil(t, v, "never set")
+	require.NoError(t, st.PutSetting(ctx, "cordons", []byte(`{"GPU-1":"fan"}`)))
+	require.NoError(t, st.PutSetting(ctx, "other", []byte("x")))
+	require.NoError(t, st.PutSetting(ctx, "cordons", []byte(`{}`)))
+	v, err = st.Setting(ctx, "cordons")
+	require.NoError(t, err)
+	assert.Equal(t, []byte(`{}`), v, "the last value")
+	if s.h.Reopen != nil {
+		st = s.reopen(t, st).(workload.SettingStore)
+		v, err = st.Setting(ctx, "other")
+		require.NoError(t, err)
+		assert.Equal(t, []byte("x"), v, "after Reopen")
+	}
+}
+
+func (s suite) logs(t *testing.T) {
+	st := s.open(t).(workload.LogStore)
+	ctx := context.Background()
+	put(t, st, Workload("a"))
+	v, err := st.Log(ctx, "a")
+	require.NoError(t, err)
+	assert.Nil(t, v, "none kept yet")
+	tail := []byte("step 1\nstep 2\n")
+	require.NoError(t, st.PutLog(ctx, "a", tail))
+	tail[0] = 'X' // the store keeps its own copy
+	v, err = st.Log(ctx, "a")
+	require.NoError(t, err)
+	assert.Equal(t, "step 1\nstep 2\n", string(v))
+	require.NoError(t, st.Delete(ctx, "a"))
+	v, err = st.Log(ctx, "a")
+	require.NoError(t, err)
+	assert.Nil(t, v, "Delete removes the kept log with the record")
 }
