@@ -188,7 +188,13 @@ func (n *ctrNode) start(o ctrNodeOpts) {
 	m, err := workload.New(n.gpus, n.rt, append(opts, o.options...)...)
 	require.NoError(n.tb, err)
 	n.m = m
-	n.ev = recordEvents(n.tb, m)
+	// A restarted manager replays the store's event log; record only what
+	// this one does.
+	var after uint64
+	if n.ev != nil {
+		after = n.ev.last()
+	}
+	n.ev = recordEvents(n.tb, m, after)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }() // ends with ctx
@@ -325,14 +331,14 @@ type recorder struct {
 	added  chan struct{} // closed and replaced on every event
 }
 
-// recordEvents watches m from its first event until tb ends.
-func recordEvents(tb testing.TB, m *workload.Manager) *recorder {
+// recordEvents watches m from the event after until tb ends.
+func recordEvents(tb testing.TB, m *workload.Manager, after uint64) *recorder {
 	r := &recorder{added: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { // ends with ctx
 		defer close(done)
-		for ev := range m.Watch(ctx, 0) {
+		for ev := range m.Watch(ctx, after) {
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			close(r.added)
@@ -342,6 +348,16 @@ func recordEvents(tb testing.TB, m *workload.Manager) *recorder {
 	}()
 	tb.Cleanup(func() { cancel(); <-done })
 	return r
+}
+
+// last is the sequence number of the last event recorded.
+func (r *recorder) last() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return 0
+	}
+	return r.events[len(r.events)-1].Seq
 }
 
 // find returns the events that match.

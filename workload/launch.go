@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -338,6 +339,8 @@ func (r *runner) hygiene(ctx context.Context, e *entry, abort chan struct{}) err
 // carries the hygiene deadline.
 func (m *Manager) cleanGPU(ctx context.Context, i int) error {
 	u := m.slots[i].dev.UUID
+	var seen []gpu.Process // the last list that came back
+	var seenErr error      // or why the last call failed
 	for {
 		var procs []gpu.Process
 		err := m.device(ctx, i, "process list", func(ctx context.Context) (err error) {
@@ -347,18 +350,21 @@ func (m *Manager) cleanGPU(ctx context.Context, i int) error {
 		if errors.Is(err, gpu.ErrUnsupported) || (err == nil && len(procs) == 0) {
 			break
 		}
+		if ctx.Err() == nil || err == nil {
+			seen, seenErr = procs, err // not a call the hygiene deadline cut short
+		}
 		var reason string
 		switch {
 		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return ctx.Err() // abandoned: nothing is wrong with the GPU
-		case ctx.Err() != nil && err == nil:
-			pids := make([]string, len(procs))
-			for k, p := range procs {
+		case ctx.Err() != nil && len(seen) > 0:
+			pids := make([]string, len(seen))
+			for k, p := range seen {
 				pids[k] = fmt.Sprint(p.PID)
 			}
 			reason = fmt.Sprintf("process %s still on the GPU %v after its workload ended", strings.Join(pids, ","), m.o.hygieneTimeout)
 		case ctx.Err() != nil:
-			reason = fmt.Sprintf("cannot list its processes within %v: %v", m.o.hygieneTimeout, err)
+			reason = fmt.Sprintf("cannot list its processes within %v: %v", m.o.hygieneTimeout, cmp.Or(seenErr, err))
 		case err != nil && !errors.Is(err, gpu.ErrBusy) && !errors.Is(err, context.DeadlineExceeded):
 			reason = "cannot list its processes: " + err.Error()
 		}

@@ -138,11 +138,13 @@ func minerFiller() workload.Filler {
 }
 
 // trainer is a training spec running the fake trainer with its checkpoints
-// in dir.
+// in dir. It ignores readiness: most tests run on the riser rig, which
+// readiness rates for inference only (TestPlacementFollowsReadiness checks
+// that rule).
 func trainer(id string, gpus, priority int, dir string) workload.Spec {
 	return workload.Spec{
 		ID: id, Kind: workload.KindTraining, Tenant: "acme", Priority: priority,
-		GPUs:  workload.GPURequest{Count: gpus},
+		GPUs:  workload.GPURequest{Count: gpus, IgnoreReadiness: true},
 		Image: "gpufarm.test/faketrainer:latest",
 		Command: []string{bins.trainer, "-checkpoint-dir", dir, "-steps", "100000",
 			"-step-interval", "5ms", "-checkpoint-every", "0", "-logging-steps", "20"},
