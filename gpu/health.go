@@ -17,7 +17,7 @@ import (
 // the work already there is in trouble.
 type Health struct {
 	Healthy bool
-	Unknown bool // the event stream is down: no fault seen, none could be
+	Unknown bool      // the event stream is down: no fault seen, none could be
 	Reason  string    // why it is unhealthy, e.g. "xid 79: GPU has fallen off the bus"
 	XID     int       // the Xid that made it unhealthy, 0 if none
 	Since   time.Time // when it turned unhealthy
