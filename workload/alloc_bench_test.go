@@ -53,10 +53,10 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 		var e *entry
 		switch r := rnd.IntN(100); {
 		case r < 70:
-			e = &entry{w: Workload{Spec: Spec{ID: fmt.Sprintf("mine-%d", i), Kind: KindMining, Preemptible: true}}}
+			e = newEntry(Workload{Spec: Spec{ID: fmt.Sprintf("mine-%d", i), Kind: KindMining, Preemptible: true}})
 		case r < 90:
-			e = &entry{w: Workload{Spec: Spec{ID: fmt.Sprintf("paid-%d", i), Kind: KindTraining,
-				Priority: rnd.IntN(5), Preemptible: rnd.IntN(2) == 0}}}
+			e = newEntry(Workload{Spec: Spec{ID: fmt.Sprintf("paid-%d", i), Kind: KindTraining,
+				Priority: rnd.IntN(5), Preemptible: rnd.IntN(2) == 0}})
 		default:
 			continue // idle
 		}
@@ -79,7 +79,7 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 		if rnd.IntN(4) == 0 {
 			s.GPUs.MinLink = gpu.Link{Gen: 3, Width: 8}
 		}
-		queue[i] = &entry{w: Workload{Spec: s, State: StateQueued, SubmittedAt: now}}
+		queue[i] = newEntry(Workload{Spec: s, State: StateQueued, SubmittedAt: now})
 		m.work[s.ID] = queue[i]
 		m.live[s.ID] = queue[i]
 	}

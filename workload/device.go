@@ -85,7 +85,7 @@ func (r *runner) measure(ctx context.Context) float64 {
 				return m.device(ctx, i, "power sample", func(ctx context.Context) error {
 					s, err := m.gpus.Sample(ctx, m.slots[i].dev.UUID)
 					samples[i], ok[i] = s, err == nil && s.PowerW.Valid
-					return nil
+					return err
 				})
 			})
 		}

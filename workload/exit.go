@@ -178,7 +178,7 @@ func (m *Manager) dropMiner(ctx context.Context, e *entry) {
 func (r *runner) keepLog(ctx context.Context, e *entry, ref isolation.Ref) {
 	m := r.m
 	ls, ok := m.store.(LogStore)
-	if !ok || m.o.logTail == 0 || !e.w.Spec.Kind.Paid() {
+	if !ok || m.o.logTail == 0 || !e.paid {
 		return
 	}
 	lctx, cancel := context.WithTimeout(ctx, m.o.storeTimeout)
@@ -193,13 +193,13 @@ func (r *runner) keepLog(ctx context.Context, e *entry, ref isolation.Ref) {
 	if err != nil {
 		m.log.Warn("read the output of an ended container", "container", ref.String(), "err", err)
 	}
-	old, _ := ls.Log(lctx, e.w.Spec.ID)
+	old, _ := ls.Log(lctx, e.id)
 	kept := append(old, fmt.Appendf(nil, "--- %s ---\n", ref.ID)...)
 	kept = append(kept, out...)
 	if len(kept) > m.o.logTail {
 		kept = kept[len(kept)-m.o.logTail:]
 	}
-	if err := ls.PutLog(lctx, e.w.Spec.ID, kept); err != nil {
+	if err := ls.PutLog(lctx, e.id, kept); err != nil {
 		m.log.Warn("keep the output of an ended container", "container", ref.String(), "err", err)
 	}
 }

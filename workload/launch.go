@@ -33,12 +33,13 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	// restart finds it whatever happens next.
 	var ref isolation.Ref
 	var cspec isolation.Spec
+	var gpus []string
 	var t0 time.Time
 	err := r.commit(ctx, e, func() (change, bool) {
 		ref = isolation.Ref{Tenant: e.w.Spec.Tenant, ID: fmt.Sprintf("%s-%d", e.w.Spec.ID, e.w.Attempt+1)}
 		return change{to: StateScheduled, edit: func(w *Workload) { w.Attempt++; w.Container = ref }}, true
 	}, func() {
-		cspec, t0 = m.containerSpec(e), e.scheduledAt
+		cspec, t0, gpus = m.containerSpec(e), e.scheduledAt, slices.Clone(e.w.GPUs)
 	})
 	if err != nil {
 		return // Run is ending: the record says scheduled, and the next Run requeues it
@@ -69,12 +70,12 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	drain := e.releasedAt.Sub(t0)
 	m.mu.Unlock()
 	h0 := time.Now()
-	if err := r.hygiene(ctx, e, abort); err != nil {
+	if err := r.hygiene(ctx, gpus, abort); err != nil {
 		if isClosed(abort) || ctx.Err() != nil {
 			r.abandon(ctx, e, ref, true)
 			return
 		}
-		m.log.Error("handover refused: GPU not clean; it is quarantined and the workload requeued", "id", e.w.Spec.ID, "err", err)
+		m.log.Error("handover refused: GPU not clean; it is quarantined and the workload requeued", "id", e.id, "err", err)
 		r.abandonAs(ctx, e, ref, StateQueued, "handover refused: "+err.Error()+"; requeued", true, false)
 		return
 	}
@@ -97,9 +98,11 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	}
 	cancel()
 	ev := Event{Type: EventStarted}
+	m.mu.Lock()
 	if len(e.victims) > 0 {
 		ev.Handover = &Handover{From: slices.Clone(e.victims), Drain: drain, Prepare: prepare, Hygiene: hygiene, Total: time.Since(t0)}
 	}
+	m.mu.Unlock()
 	err = r.commit(ctx, e, func() (change, bool) {
 		return change{to: StateRunning, edit: func(w *Workload) {
 			w.StartedAt, w.Exit, w.Retries = m.clock.Now(), nil, 0
@@ -178,14 +181,14 @@ func (r *runner) launchFailed(ctx context.Context, e *entry, ref isolation.Ref, 
 		return
 	}
 	if permanent(step, err) {
-		m.log.Error("launch failed for good", "id", e.w.Spec.ID, "step", step, "err", err)
+		m.log.Error("launch failed for good", "id", e.id, "step", step, "err", err)
 		r.abandonAs(ctx, e, ref, StateFailed, step+": "+err.Error(), created, false)
 		return
 	}
 	m.mu.Lock()
 	wait := backoff(m.o.retryBase, m.o.retryMax, e.w.Retries+1)
 	m.mu.Unlock()
-	m.log.Warn("launch failed; requeued with backoff", "id", e.w.Spec.ID, "step", step, "err", err, "retry_in", wait)
+	m.log.Warn("launch failed; requeued with backoff", "id", e.id, "step", step, "err", err, "retry_in", wait)
 	r.abandonAs(ctx, e, ref, StateQueued, fmt.Sprintf("%s: %v; requeued, next try in %v", step, err, wait), created, true)
 }
 
@@ -245,7 +248,7 @@ func (r *runner) abandonAs(ctx context.Context, e *entry, ref isolation.Ref, to 
 	if created {
 		r.deleteContainer(ctx, ref)
 	}
-	if to == StateQueued && !e.w.Spec.Kind.Paid() {
+	if to == StateQueued && !e.paid {
 		to = StateFailed // a miner is not requeued: the filler makes a new one
 	}
 	evType := map[State]EventType{StateQueued: EventQueued, StateFailed: EventFailed, StateCancelled: EventCancelled}[to]
@@ -313,7 +316,7 @@ func (r *runner) drained(ctx context.Context, e *entry, abort chan struct{}) boo
 // their default power limit and clocks, so nothing of the last tenant, a
 // miner's tuning included, reaches the next. The GPUs are checked at once:
 // a lingering process on one must not hold up the others' checks.
-func (r *runner) hygiene(ctx context.Context, e *entry, abort chan struct{}) error {
+func (r *runner) hygiene(ctx context.Context, gpus []string, abort chan struct{}) error {
 	m := r.m
 	hctx, cancel := context.WithTimeout(ctx, m.o.hygieneTimeout)
 	defer cancel()
@@ -326,8 +329,8 @@ func (r *runner) hygiene(ctx context.Context, e *entry, abort chan struct{}) err
 	}()
 	var g errgroup.Group
 	g.SetLimit(8)
-	errs := make([]error, len(e.w.GPUs))
-	for k, u := range e.w.GPUs {
+	errs := make([]error, len(gpus))
+	for k, u := range gpus {
 		g.Go(func() error { errs[k] = m.cleanGPU(hctx, m.byUUID[u]); return nil })
 	}
 	_ = g.Wait()

@@ -64,6 +64,7 @@ type nodeOpts struct {
 	store   workload.Store
 	rt      isolation.Runtime
 	options []workload.Option
+	gpuOpts []gpu.Option
 }
 
 func newNode(t *testing.T, o nodeOpts) *node {
@@ -76,7 +77,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	clk := sim.NewClock(start)
 	rig, err := sim.New(p, sim.WithClock(clk))
 	require.NoError(t, err)
-	gm, err := gpu.New(context.Background(), rig, gpu.WithClock(clk))
+	gm, err := gpu.New(context.Background(), rig, append([]gpu.Option{gpu.WithClock(clk)}, o.gpuOpts...)...)
 	require.NoError(t, err)
 	rt := o.rt
 	if rt == nil {

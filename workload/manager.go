@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -79,6 +80,8 @@ const (
 // entry is a workload's record plus what the manager tracks while it lives.
 type entry struct {
 	w           Workload
+	id          string // w.Spec.ID, which never changes: readable without the lock
+	paid        bool   // w.Spec.Kind.Paid(), likewise
 	preemptedBy string    // who takes its GPUs: they start before its container is deleted
 	stopping    bool      // a runtime Stop is under way
 	awaiting    bool      // a goroutine waits for its container
@@ -94,6 +97,8 @@ type entry struct {
 	notBefore   time.Time     // real time: not placed before (retry backoff)
 	waitWhy     string        // why the policy keeps it off mining GPUs
 }
+
+func newEntry(w Workload) *entry { return &entry{w: w, id: w.Spec.ID, paid: w.Spec.Kind.Paid()} }
 
 // slot is one GPU as the scheduler sees it.
 type slot struct {
@@ -226,7 +231,7 @@ func (m *Manager) Submit(ctx context.Context, spec Spec) (Workload, error) {
 	if _, ok := m.work[spec.ID]; ok {
 		return Workload{}, errorf(ErrExists, "workload %q already exists: pick another ID, or Forget the old one once it has ended", spec.ID)
 	}
-	e := &entry{w: Workload{Spec: spec.clone(), State: StateQueued, SubmittedAt: m.clock.Now()}}
+	e := newEntry(Workload{Spec: spec.clone(), State: StateQueued, SubmittedAt: m.clock.Now()})
 	if err := m.admitNew(ctx, e); err != nil {
 		return Workload{}, err
 	}
@@ -455,7 +460,8 @@ type GPU struct {
 	Tenant         string
 	// Quarantine says why the GPU is out of use until Release, when it is.
 	Quarantine string
-	// Cordoned says why an operator took it (or the node) out of service.
+	// Cordoned says why an operator took it out of service: its own
+	// cordon, else the node's.
 	Cordoned string
 	// Use is what readiness admits on it: training, inference or mining.
 	Use gpu.Use
@@ -469,7 +475,7 @@ func (m *Manager) GPUs() []GPU {
 	for i, s := range m.slots {
 		ok, why := m.gpuHealth(i)
 		out[i] = GPU{Device: s.dev, Healthy: ok, Health: why, Workload: s.holder, Next: s.next,
-			Quarantine: s.quarantine, Cordoned: joinOr(nonEmpty(m.node, s.cordon), ""), Use: s.use}
+			Quarantine: s.quarantine, Cordoned: cmp.Or(s.cordon, m.node), Use: s.use}
 		if e := m.work[s.holder]; e != nil {
 			out[i].Kind, out[i].Tenant = e.w.Spec.Kind, e.w.Spec.Tenant
 		}
@@ -623,16 +629,6 @@ func (m *Manager) setLoad(uuid string, util float64, pids []int) {
 	if m.o.load != nil {
 		m.o.load(uuid, util, pids)
 	}
-}
-
-func nonEmpty(ss ...string) []string {
-	var out []string
-	for _, s := range ss {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func joinOr(ss []string, none string) string {

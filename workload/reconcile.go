@@ -72,7 +72,7 @@ func (r *runner) reconcile(ctx context.Context) error {
 		if _, dup := m.work[w.Spec.ID]; dup {
 			continue // submitted before Run: the live entry wins
 		}
-		e := &entry{w: w}
+		e := newEntry(w)
 		m.work[w.Spec.ID] = e
 		if w.State.live() {
 			m.live[w.Spec.ID] = e
@@ -209,10 +209,10 @@ func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) *entry 
 		GPUs: GPURequest{UUIDs: slices.Clone(in.GPUs)}, StopSignal: in.StopSignal, StopGrace: in.StopGrace,
 		Preemptible: Kind(in.Kind) == KindMining,
 	}
-	e := &entry{w: Workload{
+	e := newEntry(Workload{
 		Spec: spec, State: StateRunning, GPUs: slices.Clone(in.GPUs), Container: in.Ref, Attempt: 1,
 		SubmittedAt: in.CreatedAt, StartedAt: in.CreatedAt,
-	}}
+	})
 	m.work[spec.ID] = e
 	if err := m.apply(ctx, e, change{to: StateRunning, reason: "re-adopted from its container's labels: the manager had no record of it",
 		ev: Event{Type: EventStarted}}); err != nil {

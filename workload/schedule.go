@@ -324,7 +324,7 @@ func (r *runner) stopContainer(ctx context.Context, e *entry) {
 		sctx, cancel := context.WithTimeout(ctx, grace+m.o.runtimeTimeout)
 		defer cancel()
 		if _, err := m.rt.Stop(sctx, ref); err != nil && ctx.Err() == nil {
-			m.log.Warn("stop workload failed; retrying", "id", e.w.Spec.ID, "container", ref.String(), "err", err)
+			m.log.Warn("stop workload failed; retrying", "id", e.id, "container", ref.String(), "err", err)
 			m.mu.Lock()
 			e.stopping = false
 			m.mu.Unlock()
@@ -383,7 +383,7 @@ func (r *runner) fill(ctx context.Context, idle []int) {
 			m.mu.Unlock()
 			continue
 		}
-		e := &entry{w: Workload{Spec: spec.clone(), State: StateQueued, SubmittedAt: m.clock.Now()}}
+		e := newEntry(Workload{Spec: spec.clone(), State: StateQueued, SubmittedAt: m.clock.Now()})
 		if m.admitNew(ctx, e) == nil {
 			r.place(ctx, e, []candidate{{slot: i, class: classFree}})
 		}
