@@ -253,7 +253,9 @@ func TestRunReturnsWhenReconcileCannotFinish(t *testing.T) {
 	inner, err := process.New(process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	rt := newFaultRuntime(inner)
-	rt.set("list", func(context.Context, isolation.Ref) error { return fmt.Errorf("%w: containerd down", isolation.ErrUnavailable) })
+	rt.set("list", func(context.Context, isolation.Ref) error {
+		return fmt.Errorf("%w: containerd down", isolation.ErrUnavailable)
+	})
 	n := newNode(t, nodeOpts{preset: "a40", rt: rt, options: []workload.Option{workload.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)}})
 	time.Sleep(100 * time.Millisecond)
 	t0 := time.Now()

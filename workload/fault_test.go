@@ -134,7 +134,7 @@ type faultStore struct {
 }
 
 func (s *faultStore) breakWrites(err error) { s.fail.Store(&err) }
-func (s *faultStore) heal()                { s.fail.Store(nil) }
+func (s *faultStore) heal()                 { s.fail.Store(nil) }
 
 func (s *faultStore) refused() error {
 	if p := s.fail.Load(); p != nil {

@@ -80,8 +80,8 @@ const (
 // entry is a workload's record plus what the manager tracks while it lives.
 type entry struct {
 	w           Workload
-	id          string // w.Spec.ID, which never changes: readable without the lock
-	paid        bool   // w.Spec.Kind.Paid(), likewise
+	id          string    // w.Spec.ID, which never changes: readable without the lock
+	paid        bool      // w.Spec.Kind.Paid(), likewise
 	preemptedBy string    // who takes its GPUs: they start before its container is deleted
 	stopping    bool      // a runtime Stop is under way
 	awaiting    bool      // a goroutine waits for its container
