@@ -634,3 +634,64 @@ func TestCordonAndDrain(t *testing.T) {
 	require.NoError(t, n.m.Uncordon(ctx, n.devs[7].UUID))
 	n.waitMining(8)
 }
+
+// TestRetentionAndDurableWatch: finished records go when their retention
+// ends; Watch replays the event log across a restart, in order and once.
+func TestRetentionAndDurableWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	store, err := bolt.Open(path)
+	require.NoError(t, err)
+	n := newNode(t, nodeOpts{preset: "a40", store: store, options: []workload.Option{workload.WithRetention(time.Hour)}})
+	ctx := context.Background()
+	_, err = n.m.Submit(ctx, shJob("old", "exit 0"))
+	require.NoError(t, err)
+	n.waitFor("old", workload.StateExited)
+	n.clk.Advance(30 * time.Minute)
+	_, err = n.m.Submit(ctx, shJob("young", "exit 0"))
+	require.NoError(t, err)
+	n.waitFor("young", workload.StateExited)
+	var before []workload.Event
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	for ev := range n.m.Watch(wctx, 0) {
+		before = append(before, ev)
+	}
+	cancel()
+	require.NotEmpty(t, before)
+
+	n.clk.Advance(45 * time.Minute) // old ended 75 min ago, young 45
+	require.Eventually(t, func() bool {
+		_, err := n.m.Get("old")
+		return errors.Is(err, workload.ErrNotFound)
+	}, 10*time.Second, 10*time.Millisecond, "past its retention")
+	_, err = n.m.Get("young")
+	require.NoError(t, err, "within its retention")
+
+	n.stop()
+	require.NoError(t, n.m.Close())
+	store2, err := bolt.Open(path)
+	require.NoError(t, err)
+	n.m, err = workload.New(n.gpus, n.rt, workload.WithStore(store2), workload.WithClock(n.clk), workload.WithTick(20*time.Millisecond))
+	require.NoError(t, err)
+	n.start()
+	var after []workload.Event
+	wctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	for ev := range n.m.Watch(wctx, 0) {
+		after = append(after, ev)
+	}
+	require.GreaterOrEqual(t, len(after), len(before))
+	for i, ev := range before {
+		if ev.ID == "" {
+			continue // node events are in the log too, but not workload ones
+		}
+		assert.Equal(t, ev.Seq, after[i].Seq, "the same events, in the same order")
+		assert.Equal(t, ev.Type, after[i].Type)
+	}
+	for i := 1; i < len(after); i++ {
+		assert.Greater(t, after[i].Seq, after[i-1].Seq, "once each, in order")
+	}
+	_, err = n.m.Submit(ctx, shJob("next", "exit 0"))
+	require.NoError(t, err)
+	w := n.waitFor("next", workload.StateExited)
+	assert.Greater(t, w.Seq, after[len(after)-1].Seq, "new events follow the replayed ones")
+}

@@ -71,8 +71,9 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // runner is one Run: it owns the goroutines Run starts.
 type runner struct {
-	m  *Manager
-	wg sync.WaitGroup
+	m     *Manager
+	wg    sync.WaitGroup
+	ticks int // Run's goroutine only
 }
 
 // spawn starts a goroutine owned by Run; Run waits for it.
@@ -134,8 +135,15 @@ func (r *runner) tick(ctx context.Context) {
 		})
 	}
 	r.probeHung(ctx)
-	r.sweep(ctx)
+	r.ticks++
+	if r.ticks%sweepEvery == 0 {
+		r.sweep(ctx)
+	}
 }
+
+// sweepEvery is how many ticks pass between sweeps: retention is counted
+// in days, and a sweep walks every record.
+const sweepEvery = 30
 
 // sweep removes finished records past their retention, trims the event
 // log, and retries container deletes that failed.

@@ -180,6 +180,29 @@ func (r *Runtime) imageMeta(ctx context.Context, i images.Image) (imageMeta, err
 	if ok {
 		return m, nil
 	}
+	// Creates of the same image at once (the miners of a whole rig) read
+	// and unpack it once. The shared work outlives a caller that gives up,
+	// since the others still wait for it; each caller waits as long as its
+	// own ctx allows.
+	ch := r.unpacks.DoChan(key, func() (any, error) {
+		return r.loadImageMeta(context.WithoutCancel(ctx), key, i)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return imageMeta{}, res.Err
+		}
+		return res.Val.(imageMeta), nil
+	case <-ctx.Done():
+		return imageMeta{}, mapErr(ctx.Err(), "read image %q", i.Name)
+	}
+}
+
+// loadImageMeta reads an image's config and layers, unpacks it if need be,
+// and caches the result.
+func (r *Runtime) loadImageMeta(ctx context.Context, key string, i images.Image) (imageMeta, error) {
+	ctx, cancel := context.WithTimeout(ctx, unpackTimeout)
+	defer cancel()
 	img := ctrd.NewImage(r.client, i)
 	cfg, err := imageConfig(ctx, img)
 	if err != nil {
@@ -198,12 +221,16 @@ func (r *Runtime) imageMeta(ctx context.Context, i images.Image) (imageMeta, err
 			return imageMeta{}, mapErr(err, "unpack image %q", i.Name)
 		}
 	}
-	m = imageMeta{config: cfg, chainID: identity.ChainID(diffIDs).String()}
+	m := imageMeta{config: cfg, chainID: identity.ChainID(diffIDs).String()}
 	r.imagesMu.Lock()
 	r.images[key] = m
 	r.imagesMu.Unlock()
 	return m, nil
 }
+
+// unpackTimeout bounds the unpack that concurrent Creates share: no one
+// caller's deadline applies to it.
+const unpackTimeout = 30 * time.Minute
 
 func (r *Runtime) forgetImage(ctx context.Context, img images.Image) {
 	r.imagesMu.Lock()

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/gpufarm/gpufarm/isolation"
 
 	ctrd "github.com/containerd/containerd/v2/client"
@@ -32,6 +34,7 @@ type Runtime struct {
 
 	imagesMu sync.Mutex
 	images   map[string]imageMeta
+	unpacks  singleflight.Group // one read and unpack per image at a time
 
 	// stopLocks order a Stop's signal and its record against readers of
 	// the record; stopHook (tests) runs at Stop's steps.
