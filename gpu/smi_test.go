@@ -96,6 +96,24 @@ func smiDevice(t *testing.T, i int, kv map[string]string) gpu.Device {
 		LinkCurrent:       gpu.Link{Gen: num("PCI/GPU Link Info/PCIe Generation/Current"), Width: num("PCI/GPU Link Info/Link Width/Current")},
 		LinkMax:           gpu.Link{Gen: num("PCI/GPU Link Info/PCIe Generation/Max"), Width: num("PCI/GPU Link Info/Link Width/Max")},
 	}
+	// Older nvidia-smi prints neither the device's nor the host's max.
+	if kv["PCI/GPU Link Info/PCIe Generation/Device Max"] != "" {
+		d.LinkMaxGPUGen = num("PCI/GPU Link Info/PCIe Generation/Device Max")
+		// nvidia-smi knows the host's max even when it is the higher one;
+		// NVML tells it only when it is the lower, and so does Device.
+		if host := num("PCI/GPU Link Info/PCIe Generation/Host Max"); host < d.LinkMaxGPUGen {
+			d.LinkMaxHostGen = host
+		}
+	}
+	switch kv["Persistence Mode"] {
+	case "Enabled":
+		d.Persistence = gpu.FeatureEnabled
+	case "Disabled":
+		d.Persistence = gpu.FeatureDisabled
+	}
+	if kv["FB Memory Usage/Reserved"] != "" {
+		d.ReservedMemoryBytes = gpu.Some(uint64(num("FB Memory Usage/Reserved")) << 20)
+	}
 	if s := kv["Serial Number"]; s != "N/A" {
 		d.Serial = s
 	}
