@@ -43,7 +43,7 @@ func TestWatchEventsDeliversXIDsAndECC(t *testing.T) {
 
 	r.xid(1, 79) // the A40 fell off the bus
 	r.xid(0, 13) // an application fault on the 3080
-	r.events <- gonvml.EventData{Device: r.gpus[1].Device, EventType: gonvml.EventTypeDoubleBitEccError}
+	r.events <- gonvml.EventData{Device: r.gpus[1].handle, EventType: gonvml.EventTypeDoubleBitEccError}
 
 	tests := []struct {
 		index int
@@ -143,8 +143,8 @@ func TestManagerHealthOverDGXA100(t *testing.T) {
 	defer cancel()
 	events := m.Watch(watchCtx)
 
-	x.events <- gonvml.EventData{Device: x.gpus[3].Device, EventType: gonvml.EventTypeXidCriticalError, EventData: 13}
-	x.events <- gonvml.EventData{Device: x.gpus[5].Device, EventType: gonvml.EventTypeXidCriticalError, EventData: 79}
+	x.events <- gonvml.EventData{Device: x.gpus[3].handle, EventType: gonvml.EventTypeXidCriticalError, EventData: 13}
+	x.events <- gonvml.EventData{Device: x.gpus[5].handle, EventType: gonvml.EventTypeXidCriticalError, EventData: 79}
 	for range 2 {
 		select {
 		case <-events:

@@ -279,6 +279,8 @@ func TestNotSupportedNeverFailsTheDevice(t *testing.T) {
 	g.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 	g.GetPcieThroughputFunc = func(gonvml.PcieUtilCounter) (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 	g.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) { return gonvml.Memory{}, gonvml.ERROR_NOT_SUPPORTED }
+	g.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, gonvml.ERROR_NOT_SUPPORTED }
+	g.GetPersistenceModeFunc = func() (gonvml.EnableState, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 
 	b := newTestBackend(t, r)
 	devs, err := b.Devices(t.Context())
@@ -289,6 +291,8 @@ func TestNotSupportedNeverFailsTheDevice(t *testing.T) {
 	assert.Equal(t, gpu.ArchUnknown, d.Architecture)
 	assert.Equal(t, gpu.Link{}, d.LinkCurrent)
 	assert.False(t, d.PowerLimit.Valid)
+	assert.Equal(t, gpu.FeatureUnsupported, d.Persistence)
+	assert.False(t, d.ReservedMemoryBytes.Valid)
 	assert.Equal(t, -1, d.Minor, "an unknown minor never points at another GPU's node")
 
 	dst := []gpu.Sample{{Index: 0}}
@@ -421,8 +425,8 @@ func TestSetPowerLimit(t *testing.T) {
 }
 
 // TestPowerLimitsInventoryAgrees: discovery and PowerLimits read the limits
-// the same way, so the inventory and a later read agree, including the
-// fallback of a board that does not report its default limit.
+// the same way, so the inventory and a later read agree, including a board
+// that does not report its default limit.
 func TestPowerLimitsInventoryAgrees(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -433,14 +437,25 @@ func TestPowerLimitsInventoryAgrees(t *testing.T) {
 	}{
 		{"all reported", func(*gpuMock) {},
 			gpu.Some(gpu.PowerLimits{CurrentW: 300, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
-		{"no default limit: the current one stands in", func(g *gpuMock) {
+		// A guessed default would make "reset to default" restore the
+		// current limit and report success.
+		{"no default limit: left unknown, not guessed", func(g *gpuMock) {
 			g.state.limitMW.Store(250_000)
 			g.GetPowerManagementDefaultLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
-		}, gpu.Some(gpu.PowerLimits{CurrentW: 250, DefaultW: 250, MinW: 100, MaxW: 300}), nil, ""},
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 250, DefaultW: 0, MinW: 100, MaxW: 300}), nil, ""},
+		// Another limit (the board's, a second tool's) may hold the GPU
+		// below the management limit: the one in force is what counts.
+		{"enforced limit below the management limit", func(g *gpuMock) {
+			g.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return 180_000, gonvml.SUCCESS }
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 180, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
+		{"no enforced limit: the management limit", func(g *gpuMock) {
+			g.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 300, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
 		{"constraints refused", func(g *gpuMock) {
 			g.GetPowerManagementLimitConstraintsFunc = func() (uint32, uint32, gonvml.Return) { return 0, 0, gonvml.ERROR_NO_PERMISSION }
 		}, gpu.Optional[gpu.PowerLimits]{}, gpu.ErrPermission, "get power limit constraints"},
 		{"limit unsupported", func(g *gpuMock) {
+			g.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 			g.GetPowerManagementLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 		}, gpu.Optional[gpu.PowerLimits]{}, gpu.ErrUnsupported, "get power limit"},
 	}
