@@ -32,8 +32,8 @@ func mockRTX3080() *mock.Device {
 			return gonvml.Memory{Total: 10 << 30, Used: 2 << 30}, ok
 		},
 		GetPersistenceModeFunc: func() (gonvml.EnableState, gonvml.Return) { return gonvml.FEATURE_DISABLED, ok },
-		GetSerialFunc:       func() (string, gonvml.Return) { return "", notSupported },
-		GetVbiosVersionFunc: func() (string, gonvml.Return) { return "94.02.71.40.8A", ok },
+		GetSerialFunc:          func() (string, gonvml.Return) { return "", notSupported },
+		GetVbiosVersionFunc:    func() (string, gonvml.Return) { return "94.02.71.40.8A", ok },
 		GetPciInfoFunc: func() (gonvml.PciInfo, gonvml.Return) {
 			p := gonvml.PciInfo{Bus: 0x0a, PciDeviceId: 0x221610de}
 			for i, c := range "00000000:0A:00.0" {
@@ -53,17 +53,17 @@ func mockRTX3080() *mock.Device {
 		GetEccModeFunc: func() (gonvml.EnableState, gonvml.EnableState, gonvml.Return) {
 			return 0, 0, notSupported
 		},
-		GetMigModeFunc:                   func() (int, int, gonvml.Return) { return 0, 0, notSupported },
-		GetMinorNumberFunc:               func() (int, gonvml.Return) { return 0, ok },
-		GetPowerUsageFunc:                func() (uint32, gonvml.Return) { return 221_500, ok },
-		GetTotalEnergyConsumptionFunc:    func() (uint64, gonvml.Return) { return 0, notSupported },
-		GetTemperatureFunc:               func(gonvml.TemperatureSensors) (uint32, gonvml.Return) { return 62, ok },
-		GetUtilizationRatesFunc:          func() (gonvml.Utilization, gonvml.Return) { return gonvml.Utilization{Gpu: 97, Memory: 40}, ok },
-		GetClockInfoFunc:                 func(gonvml.ClockType) (uint32, gonvml.Return) { return 1710, ok },
+		GetMigModeFunc:                func() (int, int, gonvml.Return) { return 0, 0, notSupported },
+		GetMinorNumberFunc:            func() (int, gonvml.Return) { return 0, ok },
+		GetPowerUsageFunc:             func() (uint32, gonvml.Return) { return 221_500, ok },
+		GetTotalEnergyConsumptionFunc: func() (uint64, gonvml.Return) { return 0, notSupported },
+		GetTemperatureFunc:            func(gonvml.TemperatureSensors) (uint32, gonvml.Return) { return 62, ok },
+		GetUtilizationRatesFunc:       func() (gonvml.Utilization, gonvml.Return) { return gonvml.Utilization{Gpu: 97, Memory: 40}, ok },
+		GetClockInfoFunc:              func(gonvml.ClockType) (uint32, gonvml.Return) { return 1710, ok },
 		// R470 has only the older name of the clock reasons call.
 		GetCurrentClocksThrottleReasonsFunc: func() (uint64, gonvml.Return) { return gonvml.ClocksEventReasonSwPowerCap, ok },
-		GetPcieThroughputFunc:            func(gonvml.PcieUtilCounter) (uint32, gonvml.Return) { return 200_000, ok },
-		GetFanSpeedFunc:                  func() (uint32, gonvml.Return) { return 70, ok },
+		GetPcieThroughputFunc:               func(gonvml.PcieUtilCounter) (uint32, gonvml.Return) { return 200_000, ok },
+		GetFanSpeedFunc:                     func() (uint32, gonvml.Return) { return 70, ok },
 	}
 }
 
