@@ -525,6 +525,13 @@ func (r *rig) newEventSet() (gonvml.EventSet, gonvml.Return) {
 	return s, gonvml.SUCCESS
 }
 
+// lastSet is the event set created last.
+func (r *rig) lastSet() *eventSet {
+	r.setsMu.Lock()
+	defer r.setsMu.Unlock()
+	return r.sets[len(r.sets)-1]
+}
+
 // xid queues an Xid event of GPU i.
 func (r *rig) xid(i int, xid uint64) { r.events <- xidEvent(r.gpus[i], xid) }
 
@@ -542,6 +549,7 @@ type dgx struct {
 	gpus      []*gpuMock
 	events    chan gonvml.EventData
 	shutdowns atomic.Int32
+	rig       *rig // the event plumbing
 }
 
 // a100 is the spec behind the readings added to dgxa100's devices.
@@ -570,6 +578,7 @@ func newDGX(mods ...func(*spec)) *dgx {
 		}
 		g := &gpuMock{Device: &d.Device, handle: h, spec: s, state: &state{}, uuid: d.UUID}
 		extend(i, &d.Device, s, g.state, g.ret)
+		d.GetUUIDFunc = func() (string, gonvml.Return) { return d.UUID, g.ret() }
 		// dgxa100 fills only PciDeviceId; keep BusId empty (as it is) but
 		// give the numeric bus so the fallback has something to build on.
 		d.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
@@ -579,8 +588,8 @@ func newDGX(mods ...func(*spec)) *dgx {
 	}
 	x.ShutdownFunc = func() gonvml.Return { x.shutdowns.Add(1); return gonvml.SUCCESS }
 	x.SystemGetProcessNameFunc = func(int) (string, gonvml.Return) { return "python3", gonvml.SUCCESS }
-	r := &rig{events: x.events, gpus: x.gpus}
-	x.EventSetCreateFunc = r.newEventSet
+	x.rig = &rig{events: x.events, gpus: x.gpus}
+	x.EventSetCreateFunc = x.rig.newEventSet
 	return x
 }
 
