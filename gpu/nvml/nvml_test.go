@@ -30,24 +30,33 @@ func TestInventoryHandBuiltCards(t *testing.T) {
 	require.Len(t, devs, len(r.gpus))
 
 	tests := []struct {
-		name        string
-		class       gpu.Class
-		arch        gpu.Architecture
-		serial      bool
-		ecc         gpu.Feature
-		mig         gpu.Feature
-		busID       string
-		linkCurrent gpu.Link
-		linkMax     gpu.Link
+		name             string
+		class            gpu.Class
+		arch             gpu.Architecture
+		serial           bool
+		ecc              gpu.Feature
+		mig              gpu.Feature
+		busID            string
+		linkCurrent      gpu.Link
+		linkMax          gpu.Link
+		gpuGen, hostGen  int
+		persistence      gpu.Feature
+		genLim, widthLim gpu.LinkLimit
 	}{
-		// A 10 GiB GeForce on a gen1 x1 riser: nothing datacenter about it.
-		// The max width stays the card's x16; the riser shows only in the
-		// current width.
-		{"rtx3080", gpu.ClassConsumer, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0a:00.0", gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 16}},
+		// A 10 GiB GeForce on a USB x1 riser in an x16 slot held at gen1:
+		// nothing datacenter about it. The max width is slot and card's
+		// x16; the riser shows only in the current width, the slot only in
+		// the card's own gen 4 above the max.
+		{"rtx3080", gpu.ClassConsumer, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0a:00.0",
+			gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 16}, 4, 1, gpu.FeatureDisabled, gpu.LinkLimitSlot, gpu.LinkLimitRiser},
 		// Calls itself "NVIDIA Graphics Device"; only its PCI id tells.
-		{"cmp170hx", gpu.ClassMining, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0b:00.0", gpu.Link{Gen: 1, Width: 4}, gpu.Link{Gen: 1, Width: 4}},
-		{"a40", gpu.ClassDatacenter, gpu.ArchAmpere, true, gpu.FeatureEnabled, gpu.FeatureUnsupported, "0000:41:00.0", gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 4, Width: 16}},
-		{"h100", gpu.ClassDatacenter, gpu.ArchHopper, true, gpu.FeatureEnabled, gpu.FeatureDisabled, "0000:81:00.0", gpu.Link{Gen: 5, Width: 16}, gpu.Link{Gen: 5, Width: 16}},
+		// Fused to gen1 x4: the card is the limit, not the slot.
+		{"cmp170hx", gpu.ClassMining, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0b:00.0",
+			gpu.Link{Gen: 1, Width: 4}, gpu.Link{Gen: 1, Width: 4}, 1, 0, gpu.FeatureDisabled, gpu.LinkLimitCard, gpu.LinkLimitCard},
+		{"a40", gpu.ClassDatacenter, gpu.ArchAmpere, true, gpu.FeatureEnabled, gpu.FeatureUnsupported, "0000:41:00.0",
+			gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 4, Width: 16}, 4, 0, gpu.FeatureEnabled, gpu.LinkLimitNone, gpu.LinkLimitNone},
+		{"h100", gpu.ClassDatacenter, gpu.ArchHopper, true, gpu.FeatureEnabled, gpu.FeatureDisabled, "0000:81:00.0",
+			gpu.Link{Gen: 5, Width: 16}, gpu.Link{Gen: 5, Width: 16}, 5, 0, gpu.FeatureEnabled, gpu.LinkLimitNone, gpu.LinkLimitNone},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +78,15 @@ func TestInventoryHandBuiltCards(t *testing.T) {
 			assert.Equal(t, s.pciDeviceID, d.PCIDeviceID)
 			assert.Equal(t, tt.linkCurrent, d.LinkCurrent)
 			assert.Equal(t, tt.linkMax, d.LinkMax)
+			assert.Equal(t, tt.gpuGen, d.LinkMaxGPUGen, "the GPU's own generation")
+			assert.Equal(t, tt.hostGen, d.LinkMaxHostGen, "the host's, known when it is the lower")
+			assert.Equal(t, tt.persistence, d.Persistence)
+			if s.reserved > 0 {
+				assert.Equal(t, gpu.Some(s.reserved), d.ReservedMemoryBytes)
+			}
+			r := gpu.Assess(d, gpu.Health{Healthy: true})
+			assert.Equal(t, tt.genLim, r.GenLimit, "%v", r.Notes)
+			assert.Equal(t, tt.widthLim, r.WidthLimit, "%v", r.Notes)
 			assert.Equal(t, tt.ecc, d.ECC, "ECC")
 			assert.Equal(t, tt.mig, d.MIG, "MIG")
 			assert.Equal(t, i, d.Minor)
