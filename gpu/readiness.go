@@ -222,7 +222,7 @@ func Assess(d Device, h Health) Readiness {
 	}
 	if r.GenLimit == LinkLimitSlot {
 		host, own := d.LinkMax.Gen, d.LinkMaxGPUGen
-		flag(FlagSlotLimited, "the slot allows gen%d, the card gen%d: the link runs at %.0f%% of the card's own speed; set the slot's PCIe generation higher in the BIOS (if risers stay stable) or move the card",
+		flag(FlagSlotLimited, "the slot allows gen%d, the card gen%d: the link runs at %.0f%% of the card's own speed; set the slot's PCIe generation to its highest in the BIOS (risers may need it lower to stay stable) or move the card",
 			host, own, 100*laneGBps[host]/laneGBps[own])
 	}
 	if r.HostLinkGBps > 0 && r.HostLinkGBps < TrainingMinLinkGBps {
