@@ -290,3 +290,52 @@ func TestPCIeThroughputCost(t *testing.T) {
 	assert.True(t, s[0].PowerW.Valid)
 	assert.Empty(t, r2.gpus[0].GetPcieThroughputCalls(), "no throughput call at all")
 }
+
+// TestBadInputNodeRunsOn: an old driver that lacks every newer call, a GPU
+// this process may not open and one that fell off its riser. New and the
+// Manager still come up for the GPU that works, one error says what cannot
+// be used and why, by category, and no missing call is ever made.
+func TestBadInputNodeRunsOn(t *testing.T) {
+	r := newRig(rtx3080(0x0a), rtx3080(0x0b), a40(0x41))
+	r.driver = "460.91.03"
+	for _, c := range newerCalls() {
+		r.hide(t, c.symbol)
+	}
+	byIndex := r.DeviceGetHandleByIndexFunc
+	r.DeviceGetHandleByIndexFunc = func(i int) (gonvml.Device, gonvml.Return) {
+		if i == 0 {
+			return nil, gonvml.ERROR_NO_PERMISSION
+		}
+		return byIndex(i)
+	}
+	r.gpus[1].state.lost.Store(true)
+
+	b, err := New(t.Context(), WithLibrary(r), WithEventWait(testWait))
+	require.NoError(t, err)
+	_, err = b.Devices(t.Context())
+	require.Error(t, err)
+	assert.ErrorIs(t, err, gpu.ErrPermission, "GPU 0: %v", err)
+	assert.ErrorIs(t, err, gpu.ErrDeviceLost, "GPU 1: %v", err)
+	var indexes []int
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var de *gpu.DeviceError
+		require.ErrorAs(t, e, &de)
+		indexes = append(indexes, de.Index)
+	}
+	assert.Equal(t, []int{0, 1}, indexes, "one error names every GPU that cannot be used")
+
+	m, err := gpu.New(t.Context(), b)
+	require.NoError(t, err)
+	defer m.Close()
+	a40 := m.Devices()[2]
+	h, err := m.Health(a40.UUID)
+	require.NoError(t, err)
+	assert.True(t, h.Healthy)
+	s, err := m.Sample(t.Context(), a40.UUID)
+	require.NoError(t, err)
+	assert.True(t, s.PowerW.Valid)
+	assert.True(t, s.ClockEvents.Valid, "clock reasons through the older call")
+	procs, err := m.Processes(t.Context(), a40.UUID)
+	require.NoError(t, err)
+	assert.Empty(t, procs)
+}
