@@ -105,24 +105,14 @@ func smiDevice(t *testing.T, i int, kv map[string]string) gpu.Device {
 			d.LinkMaxHostGen = host
 		}
 	}
-	switch kv["Persistence Mode"] {
-	case "Enabled":
-		d.Persistence = gpu.FeatureEnabled
-	case "Disabled":
-		d.Persistence = gpu.FeatureDisabled
-	}
+	d.Persistence = smiFeature(kv["Persistence Mode"])
 	if kv["FB Memory Usage/Reserved"] != "" {
 		d.ReservedMemoryBytes = gpu.Some(uint64(num("FB Memory Usage/Reserved")) << 20)
 	}
 	if s := kv["Serial Number"]; s != "N/A" {
 		d.Serial = s
 	}
-	switch kv["ECC Mode/Current"] {
-	case "Enabled":
-		d.ECC = gpu.FeatureEnabled
-	case "Disabled":
-		d.ECC = gpu.FeatureDisabled
-	}
+	d.ECC = smiFeature(kv["ECC Mode/Current"])
 	switch kv["Product Brand"] {
 	case "GeForce":
 		d.Class = gpu.ClassConsumer
@@ -139,4 +129,16 @@ func smiDevice(t *testing.T, i int, kv map[string]string) gpu.Device {
 		}
 	}
 	return d
+}
+
+// smiFeature reads nvidia-smi's Enabled/Disabled; "N/A" is unsupported.
+func smiFeature(v string) gpu.Feature {
+	switch v {
+	case "Enabled":
+		return gpu.FeatureEnabled
+	case "Disabled":
+		return gpu.FeatureDisabled
+	default:
+		return gpu.FeatureUnsupported
+	}
 }

@@ -219,13 +219,13 @@ func TestWaitLostOneOfEight(t *testing.T) {
 	assert.Eventually(t, func() bool { return r.creates.Load() == 1 }, 5*time.Second, time.Millisecond)
 
 	x.gpus[5].state.lost.Store(true)
-	e := nextFrom(t, events)
+	e := next(t, events)
 	assert.Equal(t, 5, e.Index)
 	assert.Equal(t, gpu.EventDeviceLost, e.Kind)
 	assert.True(t, e.Fatal)
 
 	x.events <- xidEvent(x.gpus[2], 48)
-	e = nextFrom(t, events)
+	e = next(t, events)
 	assert.Equal(t, 2, e.Index, "the stream goes on for the others")
 	assert.Equal(t, 48, e.XID)
 
@@ -241,17 +241,6 @@ func TestWaitLostOneOfEight(t *testing.T) {
 		default:
 			assert.True(t, h.Healthy, "GPU %d must not be marked for another GPU's fall: %s", i, h.Reason)
 		}
-	}
-}
-
-func nextFrom(t *testing.T, ch <-chan gpu.Event) gpu.Event {
-	t.Helper()
-	select {
-	case e := <-ch:
-		return e
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event from the Manager within 5s")
-		return gpu.Event{}
 	}
 }
 
