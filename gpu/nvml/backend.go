@@ -64,7 +64,6 @@ type Backend struct {
 	devs []*device // position == Index; fixed after New
 	// discoverErr joins a *gpu.DeviceError per GPU that could not be read.
 	discoverErr error
-	byUUID      map[string]int
 
 	infoMu sync.RWMutex // guards devs[i].info fields changed by control calls
 
@@ -228,12 +227,6 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	}
 	b.discoverErr = errors.Join(errs...)
 	b.devs = devs
-	b.byUUID = make(map[string]int, len(devs))
-	for _, d := range devs {
-		if d.uuid != "" {
-			b.byUUID[d.uuid] = d.info.Index
-		}
-	}
 	if pcieCost >= pcieCostWorthLogging {
 		b.log.Info("nvml: PCIe throughput reads block for NVML's 20 ms window; every Sample pays for them",
 			"per_sample", pcieCost, "disable_with", "WithPCIeThroughput(false)")

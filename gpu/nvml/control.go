@@ -91,17 +91,19 @@ func (b *Backend) SetPowerLimit(ctx context.Context, index int, watts float64) e
 	if rerr != nil {
 		return rerr
 	}
+	inForceW := mw / 1000
 	if reread == gonvml.SUCCESS {
+		inForceW = lim.CurrentW
 		b.setInventoryLimits(d, lim)
 	} else {
 		b.infoMu.Lock()
 		if d.info.PowerLimit.Valid {
-			d.info.PowerLimit.Value.CurrentW = mw / 1000
+			d.info.PowerLimit.Value.CurrentW = inForceW
 		}
 		b.infoMu.Unlock()
 	}
 	b.notePersistence(d, persist, "power limit")
-	b.log.Info("nvml power limit set", "gpu", index, "watts", mw/1000, "in_force_watts", lim.CurrentW)
+	b.log.Info("nvml power limit set", "gpu", index, "watts", mw/1000, "in_force_watts", inForceW)
 	return nil
 }
 

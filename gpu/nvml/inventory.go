@@ -175,23 +175,18 @@ func (b *Backend) discoverMemory(p *prober) {
 	var ret gonvml.Return
 	if b.has[symMemoryV2] {
 		var m gonvml.Memory_v2
-		m, ret = h.GetMemoryInfo_v2()
-		switch ret {
+		switch m, ret = h.GetMemoryInfo_v2(); ret {
 		case gonvml.SUCCESS:
 			p.d.memV2 = true
 			info.MemoryBytes = m.Total
 			info.ReservedMemoryBytes = gpu.Some(m.Reserved)
 			return
-		case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_FUNCTION_NOT_FOUND:
-			// 510.39.01 exports the symbol but answers
-			// FUNCTION_NOT_FOUND; some boards answer NOT_SUPPORTED.
-			// Version 1 still works on both.
-		default:
-			if !b.memoryFromMIGProfile(p, "get memory info v2", ret) {
-				p.ok("get memory info v2", ret)
-			}
+		case gonvml.ERROR_GPU_IS_LOST:
+			p.ok("get memory info v2", ret)
 			return
 		}
+		// Version 1 then: 510.39.01 exports v2 but answers
+		// FUNCTION_NOT_FOUND, and a board may refuse v2 alone.
 	}
 	var m gonvml.Memory
 	if m, ret = h.GetMemoryInfo(); ret == gonvml.SUCCESS {

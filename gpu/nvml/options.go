@@ -93,9 +93,9 @@ func WithEventWait(d time.Duration) Option {
 
 // WithPCIeThroughput sets whether Sample reads PCIe throughput (default
 // true). NVML measures it over a 20 ms window and the call may block for
-// that window: two counters per GPU cost up to 40 ms of every Sample per
-// GPU, and Sample holds the NVML slot meanwhile, so control calls wait.
-// New measures what the reads cost on this host and logs it.
+// that window: the two counters may add 40 ms per GPU to every Sample, and
+// Sample holds the NVML slot meanwhile, so control calls wait. New
+// measures what the reads cost on this host and logs it.
 func WithPCIeThroughput(enabled bool) Option {
 	return func(c *config) { c.pcieTput = enabled }
 }

@@ -56,9 +56,9 @@ func (p probe) String() string {
 	return strings.Join(names, ",")
 }
 
-// pcieKB is the KB of NVML's PCIe throughput. nvml.h says only "KB/s";
-// we take 1024 bytes, as NVML's other sizes are binary. Were it 1000, the
-// readings would be 2.4% high, far less than a 20 ms window varies.
+// pcieKB is the KB of NVML's PCIe throughput. nvml.h says only "KB/s"
+// and does not define KB; we take 1024 bytes. Were it 1000, the readings
+// would be 2.4% high, well inside what a 20 ms window varies.
 const pcieKB = 1024
 
 // probeTelemetry samples every telemetry call once at discovery so that the
