@@ -54,16 +54,19 @@ type Backend struct {
 	clock     gpu.Clock
 	eventWait time.Duration
 	pcieTput  bool // Sample reads PCIe throughput (WithPCIeThroughput)
-
-	// Fixed at New: which newer calls the driver exports (indexed by the
-	// sym constants), its version, and the calls it must refuse.
-	has             [symCount]bool
-	driver          driverVersion
-	refuseProcesses error
+	// optedOut are the readings the caller turned off: every device skips
+	// them from the start, and after a re-probe too.
+	optedOut probe
 
 	devs []*device // position == Index; fixed after New
+	// has says which newer calls the driver exports, indexed by the sym
+	// constants; fixed at New.
+	has [symCount]bool
 	// discoverErr joins a *gpu.DeviceError per GPU that could not be read.
 	discoverErr error
+	// The driver's version and the calls it must refuse; fixed at New.
+	driver          driverVersion
+	refuseProcesses error
 
 	infoMu sync.RWMutex // guards devs[i].info fields changed by control calls
 
@@ -86,20 +89,21 @@ type Backend struct {
 }
 
 // device is one GPU: its handle, its inventory and the probes it failed.
+// What Sample reads comes first, to share a cache line.
 type device struct {
-	h    gonvml.Device
-	uuid string
-	info gpu.Device
+	h gonvml.Device
 	// skip holds the probe bits whose NVML call returned NOT_SUPPORTED, so
 	// Sample does not ask again.
 	skip atomic.Uint32
+	// memV2 is set when memory reads use GetMemoryInfo_v2, whose used
+	// amount leaves out the driver's reserve.
+	memV2 bool
 	// broken is set for a GPU that could not be read at discovery: every
 	// call on it fails with this error, which wraps gpu.ErrDeviceLost, or
 	// gpu.ErrPermission when the process may not open it.
 	broken error
-	// memV2 is set when memory reads use GetMemoryInfo_v2, whose used
-	// amount leaves out the driver's reserve.
-	memV2 bool
+	uuid   string
+	info   gpu.Device
 	// persistenceWarned is set once the backend warned that persistence
 	// mode is off while it set a limit; cleared when it is seen on.
 	persistenceWarned atomic.Bool
@@ -162,6 +166,9 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 		pcieTput:  cfg.pcieTput,
 		slot:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
+	}
+	if !b.pcieTput {
+		b.optedOut = probePCIeTx | probePCIeRx
 	}
 	b.job.done = make(chan struct{}, 1)
 	b.jobFn = b.runJob

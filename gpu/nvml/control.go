@@ -324,8 +324,8 @@ func (b *Backend) SetMIG(ctx context.Context, index int, enabled bool) error {
 	}
 	b.infoMu.Unlock()
 	// Some readings (utilization) are unsupported only while MIG is on:
-	// probe everything again.
-	d.skip.Store(0)
+	// probe everything again, but what the caller turned off.
+	d.skip.Store(uint32(b.optedOut))
 	b.log.Info("nvml MIG mode set", "gpu", index, "enabled", enabled)
 	return nil
 }

@@ -77,6 +77,7 @@ func (p *prober) ok(op string, ret gonvml.Return) bool {
 
 func (b *Backend) discoverOne(i int) (*device, error) {
 	d := &device{}
+	d.skip.Store(uint32(b.optedOut))
 	d.info.Index = i
 	h, ret := b.lib.DeviceGetHandleByIndex(i)
 	if ret != gonvml.SUCCESS {

@@ -243,7 +243,7 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 			return Error{Op: "get clock event reasons", Code: ret}
 		}
 	}
-	if skip&probePCIeTx == 0 && b.pcieTput {
+	if skip&probePCIeTx == 0 {
 		var kbps uint32
 		if kbps, ret = h.GetPcieThroughput(gonvml.PCIE_UTIL_TX_BYTES); b.read(d, probePCIeTx, ret) {
 			s.PCIeTxBytesPerS = gpu.Some(uint64(kbps) * pcieKB)
@@ -251,7 +251,7 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 			return Error{Op: "get PCIe tx throughput", Code: ret}
 		}
 	}
-	if skip&probePCIeRx == 0 && b.pcieTput {
+	if skip&probePCIeRx == 0 {
 		var kbps uint32
 		if kbps, ret = h.GetPcieThroughput(gonvml.PCIE_UTIL_RX_BYTES); b.read(d, probePCIeRx, ret) {
 			s.PCIeRxBytesPerS = gpu.Some(uint64(kbps) * pcieKB)
