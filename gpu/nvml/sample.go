@@ -132,26 +132,47 @@ func (b *Backend) sampleInto(dst []gpu.Sample) error {
 	for i := range dst {
 		s := &dst[i]
 		idx := s.Index
-		*s = gpu.Sample{Index: idx, Time: now}
-		if idx < 0 || idx >= len(b.devs) {
-			errs = append(errs, &gpu.DeviceError{Index: idx, Err: fmt.Errorf("%w: no GPU with index %d: this node has %d", gpu.ErrNotFound, idx, len(b.devs))})
-			continue
+		*s = gpu.Sample{} // cleared in place: no Sample-sized temporary on the stack
+		s.Index, s.Time = idx, now
+		var d *device
+		if idx >= 0 && idx < len(b.devs) {
+			d = b.devs[idx]
+			s.UUID = d.uuid
 		}
-		d := b.devs[idx]
-		s.UUID = d.uuid
-		if d.broken != nil {
-			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: d.broken})
+		if d == nil || d.broken != nil {
+			errs = append(errs, b.sampleErr(s, d, nil))
 			continue
 		}
 		if err := b.sampleDevice(d, s); err != nil {
-			*s = gpu.Sample{Index: idx, UUID: d.uuid, Time: now}
-			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: err})
+			errs = append(errs, b.sampleErr(s, d, err))
 		}
 	}
 	if errs == nil {
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// sampleErr is the error of one device in a Sample, and clears its
+// readings. It is kept out of line on purpose: the guarded Sample runs on
+// a fresh goroutine, and a larger frame in the loop above would make its
+// stack grow (and be copied) on every call.
+//
+//go:noinline
+func (b *Backend) sampleErr(s *gpu.Sample, d *device, err error) error {
+	idx, now := s.Index, s.Time
+	*s = gpu.Sample{}
+	s.Index, s.Time = idx, now
+	switch {
+	case d == nil:
+		return &gpu.DeviceError{Index: idx, Err: fmt.Errorf("%w: no GPU with index %d: this node has %d", gpu.ErrNotFound, idx, len(b.devs))}
+	case d.broken != nil:
+		s.UUID = d.uuid
+		return &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: d.broken}
+	default:
+		s.UUID = d.uuid
+		return &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: err}
+	}
 }
 
 // sampleDevice reads every telemetry field d supports into s. It returns
@@ -194,19 +215,8 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 		}
 	}
 	if skip&probeMemory == 0 {
-		// Version 2's used leaves out the driver's reserve, so an idle
-		// GPU reads 0; version 1 (older drivers) counts the reserve.
 		var used uint64
-		if d.memV2 {
-			var m gonvml.Memory_v2
-			m, ret = h.GetMemoryInfo_v2()
-			used = m.Used
-		} else {
-			var m gonvml.Memory
-			m, ret = h.GetMemoryInfo()
-			used = m.Used
-		}
-		if b.read(d, probeMemory, ret) {
+		if used, ret = memoryUsed(d); b.read(d, probeMemory, ret) {
 			s.MemoryUsedBytes = gpu.Some(used)
 		} else if ret == gonvml.ERROR_GPU_IS_LOST {
 			return Error{Op: "get memory info", Code: ret}
@@ -284,6 +294,21 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 		}
 	}
 	return nil
+}
+
+// memoryUsed reads the memory in use. Version 2's used leaves out the
+// driver's reserve, so an idle GPU reads 0; version 1 (before R510) counts
+// the reserve. Out of line for the same reason as sampleErr: both memory
+// structs in sampleDevice's frame would grow the guarded goroutine's stack.
+//
+//go:noinline
+func memoryUsed(d *device) (uint64, gonvml.Return) {
+	if d.memV2 {
+		m, ret := d.h.GetMemoryInfo_v2()
+		return m.Used, ret
+	}
+	m, ret := d.h.GetMemoryInfo()
+	return m.Used, ret
 }
 
 // read reports whether a telemetry call succeeded. NOT_SUPPORTED is
