@@ -131,17 +131,21 @@ func TestWatchEventsStopsOnClose(t *testing.T) {
 	assert.ErrorIs(t, <-done, gpu.ErrUnavailable)
 }
 
+// managerOverDGX runs a Manager over the extended dgxa100 mock and watches
+// its health events until the test ends.
+func managerOverDGX(t *testing.T) (*dgx, *gpu.Manager, <-chan gpu.Event) {
+	t.Helper()
+	x := newDGX()
+	m, err := gpu.New(t.Context(), newTestBackend(t, x))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = m.Close() })
+	return x, m, m.Watch(t.Context())
+}
+
 // The dgxa100 mock extended with events, through the whole Manager: an
 // Xid 79 makes the GPU unhealthy, an application Xid does not.
 func TestManagerHealthOverDGXA100(t *testing.T) {
-	x := newDGX()
-	b := newTestBackend(t, x)
-	m, err := gpu.New(t.Context(), b)
-	require.NoError(t, err)
-	defer m.Close()
-	watchCtx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	events := m.Watch(watchCtx)
+	x, m, events := managerOverDGX(t)
 
 	x.events <- gonvml.EventData{Device: x.gpus[3].handle, EventType: gonvml.EventTypeXidCriticalError, EventData: 13}
 	x.events <- gonvml.EventData{Device: x.gpus[5].handle, EventType: gonvml.EventTypeXidCriticalError, EventData: 79}
@@ -209,12 +213,7 @@ func TestXID79FromALostGPU(t *testing.T) {
 // reaching us; the wait answers GPU_IS_LOST. Only that GPU turns
 // unhealthy (device lost), and the stream goes on for the other seven.
 func TestWaitLostOneOfEight(t *testing.T) {
-	x := newDGX()
-	b := newTestBackend(t, x)
-	m, err := gpu.New(t.Context(), b)
-	require.NoError(t, err)
-	defer m.Close()
-	events := m.Watch(t.Context())
+	x, m, events := managerOverDGX(t)
 	r := x.rig
 	assert.Eventually(t, func() bool { return r.creates.Load() == 1 }, 5*time.Second, time.Millisecond)
 
