@@ -97,7 +97,11 @@ func (f Feature) String() string {
 
 // PowerLimits are a device's power limit and its constraints, in watts.
 type PowerLimits struct {
+	// CurrentW is the limit in force (NVML's enforced limit).
 	CurrentW float64
+	// DefaultW is the board's default limit, or 0 when the device does not
+	// report it: a reset then has nothing to restore to, and no value is
+	// guessed in its place.
 	DefaultW float64
 	MinW     float64
 	MaxW     float64
@@ -105,6 +109,9 @@ type PowerLimits struct {
 
 // Contains reports whether w is within the device's constraints.
 func (p PowerLimits) Contains(w float64) bool { return w >= p.MinW && w <= p.MaxW }
+
+// HasDefault reports whether the device told its default limit.
+func (p PowerLimits) HasDefault() bool { return p.DefaultW > 0 }
 
 // Device is the inventory record of one GPU, as discovered. Fields a device
 // does not report are left at their "absent" value: an empty string, a zero
@@ -124,14 +131,35 @@ type Device struct {
 	PCIBusID    string
 	PCIDeviceID uint32 // device<<16 | vendor, e.g. 0x220610de for an RTX 3080
 	// LinkCurrent is the link as trained now. At idle it often shows gen 1
-	// through link power saving; only LinkMax and the width tell a riser.
+	// through link power saving; the width does not drop, so a width below
+	// LinkMax's is lanes a riser (or a bad seat) does not wire.
 	LinkCurrent Link
-	// LinkMax is the best link this device and its slot can train to
-	// (NVML's max of device and system).
-	LinkMax    Link
-	PowerLimit Optional[PowerLimits]
-	ECC        Feature
-	MIG        Feature
+	// LinkMax is the best link this device and its slot can train to: the
+	// lower generation and the lower width of GPU and slot (NVML's max "of
+	// device and system"). A card in an x1 slot reads width 1; an x1 riser
+	// in an x16 slot still reads 16.
+	LinkMax Link
+	// LinkMaxGPUGen is the best generation of the GPU itself, whatever its
+	// slot; 0 when unknown (NVML before R510). A CMP board fused to gen 1
+	// reads 1, an RTX 3080 reads 4 even in a gen 1 slot.
+	LinkMaxGPUGen int
+	// LinkMaxHostGen is the best generation the host side (slot, chipset,
+	// BIOS setting) allows, when it is known: NVML reports only the lower
+	// of GPU and host, so it is known when the host is the lower one and
+	// 0 otherwise (the host then allows at least LinkMax.Gen).
+	LinkMaxHostGen int
+	PowerLimit     Optional[PowerLimits]
+	ECC            Feature
+	MIG            Feature
+	// Persistence is the driver's persistence mode (Linux). When it is
+	// off, the driver unloads with the last client and forgets power
+	// limits and locked clocks; the next client also pays the driver's
+	// start-up.
+	Persistence Feature
+	// ReservedMemoryBytes is memory the driver and firmware set aside,
+	// part of MemoryBytes that no job can use; absent when the driver does
+	// not report it (before R510).
+	ReservedMemoryBytes Optional[uint64]
 	// Minor is N in /dev/nvidiaN; -1 when the backend cannot tell (0 is a
 	// real minor number).
 	Minor int

@@ -35,6 +35,6 @@ func ExampleManager() {
 	fmt.Printf("mining at the 220 W cap: %.0f W, clocks held by %s\n", s.PowerW.Value, s.ClockEvents.Value)
 	// Output:
 	// NVIDIA GeForce RTX 3080, 10 GiB, link gen1 x1: 0.25 GB/s -> inference
-	// flags: [x1-riser gen1-link bus-limited no-ecc]
+	// flags: [x1-riser gen1-link slot-limited bus-limited no-ecc persistence-off]
 	// mining at the 220 W cap: 220 W, clocks held by sw-power-cap
 }

@@ -41,6 +41,23 @@ const (
 	FlagCMPThrottled Flag = "cmp-throttled" // mining-only silicon with firmware-throttled FP32
 	FlagNoBF16       Flag = "no-bf16"       // pre-Ampere: fp16 training needs loss scaling
 	FlagSmallMemory  Flag = "small-memory"  // too little memory for useful models
+	// FlagSlotLimited: the slot, its chipset or a BIOS setting runs the link
+	// at a lower generation than the card supports.
+	FlagSlotLimited Flag = "slot-limited"
+	// FlagPersistenceOff: power limits and locked clocks do not survive the
+	// driver unloading between clients.
+	FlagPersistenceOff Flag = "persistence-off"
+)
+
+// LinkLimit names what holds a GPU's host link below what the card itself
+// could train to.
+type LinkLimit string
+
+const (
+	LinkLimitNone  LinkLimit = ""      // nothing, or the inventory cannot tell
+	LinkLimitCard  LinkLimit = "card"  // the card itself, e.g. a CMP board's fused gen1 x4
+	LinkLimitSlot  LinkLimit = "slot"  // the slot's lanes, its chipset or a BIOS setting
+	LinkLimitRiser LinkLimit = "riser" // fewer lanes trained than slot and card both offer
 )
 
 // Fit is the largest model, in parameters, that fits one GPU for each kind
@@ -72,6 +89,12 @@ type Readiness struct {
 	Link Link
 	// HostLinkGBps is the host link bandwidth per direction in GB/s.
 	HostLinkGBps float64
+	// GenLimit and WidthLimit say what holds the link's generation and
+	// its width down. A riser shows only in the width: it wires fewer
+	// lanes than slot and card offer. A riser in an x1 slot reads as the
+	// slot, since the slot alone already offers one lane.
+	GenLimit   LinkLimit
+	WidthLimit LinkLimit
 	// LoadSecondsFull is how long filling the whole GPU memory over the host
 	// link takes: the cost of loading a model or swapping a job.
 	LoadSecondsFull float64
@@ -160,6 +183,7 @@ func Assess(d Device, h Health) Readiness {
 		r.Link.Gen = d.LinkCurrent.Gen
 	}
 	r.HostLinkGBps = LinkGBps(r.Link)
+	r.GenLimit, r.WidthLimit = linkLimits(d)
 	if r.HostLinkGBps > 0 {
 		r.LoadSecondsFull = float64(d.MemoryBytes) / (r.HostLinkGBps * 1e9)
 	}
@@ -188,13 +212,18 @@ func Assess(d Device, h Health) Readiness {
 		flag(FlagCMPThrottled, "CMP mining card: FP32 throughput is throttled in firmware and the bus is capped; AI work runs far below a gaming card of the same chip")
 	}
 	if r.Link.Width == 1 {
-		flag(FlagRiserX1, "x1 riser: %.2f GB/s to the host, a sixteenth of a x16 slot; filling %s takes %.0f s",
-			r.HostLinkGBps, bytesText(d.MemoryBytes), r.LoadSecondsFull)
+		flag(FlagRiserX1, "x1 link (%s): %.2f GB/s to the host, a sixteenth of a x16 slot; filling %s takes %.0f s",
+			widthCause(r.WidthLimit, d), r.HostLinkGBps, bytesText(d.MemoryBytes), r.LoadSecondsFull)
 	} else if r.Link.Width > 0 && r.Link.Width < 8 {
-		flag(FlagNarrowLink, "x%d link: %.2f GB/s to the host", r.Link.Width, r.HostLinkGBps)
+		flag(FlagNarrowLink, "x%d link (%s): %.2f GB/s to the host", r.Link.Width, widthCause(r.WidthLimit, d), r.HostLinkGBps)
 	}
 	if d.LinkMax.Gen == 1 {
-		flag(FlagGen1Link, "link cannot train above gen1 (2.5 GT/s): a quarter of gen3's bandwidth per lane")
+		flag(FlagGen1Link, "link cannot train above gen1 (2.5 GT/s), %s: a quarter of gen3's bandwidth per lane", genCause(r.GenLimit))
+	}
+	if r.GenLimit == LinkLimitSlot {
+		host, own := d.LinkMax.Gen, d.LinkMaxGPUGen
+		flag(FlagSlotLimited, "the slot allows gen%d, the card gen%d: the link runs at %.0f%% of the card's own speed; set the slot's PCIe generation to its highest in the BIOS (risers may need it lower to stay stable) or move the card",
+			host, own, 100*laneGBps[host]/laneGBps[own])
 	}
 	if r.HostLinkGBps > 0 && r.HostLinkGBps < TrainingMinLinkGBps {
 		// A gradient exchange without P2P goes through host memory: up and
@@ -210,6 +239,9 @@ func Assess(d Device, h Health) Readiness {
 	}
 	if d.MemoryBytes < InferenceMinMemoryBytes {
 		flag(FlagSmallMemory, "%s of memory: too little for current models", bytesText(d.MemoryBytes))
+	}
+	if d.Persistence == FeatureDisabled {
+		flag(FlagPersistenceOff, "persistence mode off: power limits and clock locks set on this GPU are lost when the driver unloads between clients, and each job start waits for the driver; enable it (nvidia-smi -pm 1, or the nvidia-persistenced service)")
 	}
 
 	switch {
@@ -231,6 +263,60 @@ func Assess(d Device, h Health) Readiness {
 		r.Notes = append(r.Notes, "keep mining: too little memory for models renters run")
 	}
 	return r
+}
+
+// linkLimits works out what holds the link down from what NVML reports:
+// the lower of GPU and host (LinkMax), the GPU's own generation and the
+// width trained now.
+func linkLimits(d Device) (gen, width LinkLimit) {
+	host := d.LinkMaxHostGen
+	if host == 0 && d.LinkMax.Gen > 0 && d.LinkMax.Gen < d.LinkMaxGPUGen {
+		host = d.LinkMax.Gen // NVML's max is the lower of the two
+	}
+	switch own := d.LinkMaxGPUGen; {
+	case own > 0 && host > 0 && host < own:
+		gen = LinkLimitSlot
+	case own > 0 && own <= 2:
+		gen = LinkLimitCard
+	case own == 0 && d.Class == ClassMining && d.LinkMax.Gen > 0 && d.LinkMax.Gen <= 2:
+		gen = LinkLimitCard // CMP boards are fused below gen3
+	}
+	trained, offered := d.LinkCurrent.Width, d.LinkMax.Width
+	switch {
+	case trained > 0 && offered > 0 && trained < offered:
+		width = LinkLimitRiser
+	case offered > 0 && offered < 8 && d.Class == ClassMining:
+		width = LinkLimitCard
+	case offered > 0 && offered < 8:
+		width = LinkLimitSlot
+	}
+	return gen, width
+}
+
+// widthCause says in words what narrows the link.
+func widthCause(l LinkLimit, d Device) string {
+	switch l {
+	case LinkLimitRiser:
+		return fmt.Sprintf("a riser or a badly seated card: %d of the %d lanes slot and card offer trained", d.LinkCurrent.Width, d.LinkMax.Width)
+	case LinkLimitSlot:
+		return fmt.Sprintf("the slot offers %d: an x%d slot, or a riser in one", d.LinkMax.Width, d.LinkMax.Width)
+	case LinkLimitCard:
+		return fmt.Sprintf("the card has %d lanes", d.LinkMax.Width)
+	default:
+		return "card or slot: the inventory does not tell which"
+	}
+}
+
+// genCause says in words what holds the generation down.
+func genCause(l LinkLimit) string {
+	switch l {
+	case LinkLimitSlot:
+		return "held there by the slot or a BIOS setting"
+	case LinkLimitCard:
+		return "a limit of the card itself"
+	default:
+		return "by the card or its slot (this driver does not tell which)"
+	}
 }
 
 // HostReadiness sums up a node.

@@ -2,6 +2,7 @@ package gpu_test
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -25,15 +26,18 @@ func TestAssessRealCards(t *testing.T) {
 		linkGBps float64
 	}{
 		{"a40_x10_driver550.127.05.txt", 10, gpu.UseTraining, nil,
-			[]gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagBusLimited, gpu.FlagNoECC}, 31.5},
+			[]gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagBusLimited, gpu.FlagNoECC, gpu.FlagPersistenceOff}, 31.5},
 		{"rtx3090_x2_driver560.35.03.txt", 2, gpu.UseTraining, []gpu.Flag{gpu.FlagNoECC},
-			[]gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagBusLimited}, 31.5},
+			[]gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagBusLimited, gpu.FlagPersistenceOff}, 31.5},
+		// The host allows gen5, the A100 gen4: the card is the lower one,
+		// which is no limit of the slot.
 		{"a100-sxm4-80gb_x4_driver555.42.02.txt", 4, gpu.UseTraining, nil, []gpu.Flag{gpu.FlagNoECC, gpu.FlagBusLimited}, 31.5},
 		{"h100-sxm5-80gb-hbm3_x8_driver565.57.01.txt", 8, gpu.UseTraining, nil, []gpu.Flag{gpu.FlagNoECC}, 63},
 		{"h100-nvl_x2_driver550.54.14.txt", 2, gpu.UseTraining, nil, nil, 63},
-		{"rtx3080_driver550.54.14.txt", 1, gpu.UseInference, []gpu.Flag{gpu.FlagNoECC}, []gpu.Flag{gpu.FlagBusLimited}, 31.5},
-		{"rtx3070_driver550.54.14.txt", 1, gpu.UseInference, []gpu.Flag{gpu.FlagNoECC}, nil, 31.5},
-		{"gtx1050ti_driver535.161.07_power-draw-NA.txt", 1, gpu.UseMining, []gpu.Flag{gpu.FlagSmallMemory}, nil, 15.76},
+		// Consumer cards as shipped: persistence mode off.
+		{"rtx3080_driver550.54.14.txt", 1, gpu.UseInference, []gpu.Flag{gpu.FlagNoECC, gpu.FlagPersistenceOff}, []gpu.Flag{gpu.FlagBusLimited}, 31.5},
+		{"rtx3070_driver550.54.14.txt", 1, gpu.UseInference, []gpu.Flag{gpu.FlagNoECC, gpu.FlagPersistenceOff}, nil, 31.5},
+		{"gtx1050ti_driver535.161.07_power-draw-NA.txt", 1, gpu.UseMining, []gpu.Flag{gpu.FlagSmallMemory, gpu.FlagPersistenceOff}, nil, 15.76},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -45,10 +49,107 @@ func TestAssessRealCards(t *testing.T) {
 				for _, f := range tt.flags {
 					assert.True(t, r.Has(f), "%s: want flag %s, got %v", d.Name, f, r.Flags)
 				}
-				for _, f := range tt.notFlags {
+				for _, f := range append([]gpu.Flag{gpu.FlagSlotLimited}, tt.notFlags...) {
 					assert.False(t, r.Has(f), "%s: unwanted flag %s: %v", d.Name, f, r.Notes)
 				}
 				assert.InDelta(t, tt.linkGBps, r.HostLinkGBps, 0.1, "%s: link %v", d.Name, r.Link)
+				// Every card sits in a slot as good as itself: nothing
+				// holds its link down, idle gen 1 included.
+				assert.Equal(t, gpu.LinkLimitNone, r.GenLimit, "%s: %v", d.Name, r.Notes)
+				assert.Equal(t, gpu.LinkLimitNone, r.WidthLimit, "%s: %v", d.Name, r.Notes)
+				assert.Positive(t, d.LinkMaxGPUGen, "%s: the dump names the card's own generation", d.Name)
+				assert.True(t, d.ReservedMemoryBytes.Valid, "%s: reserved memory", d.Name)
+			}
+		})
+	}
+	rtx := smiDevices(t, filepath.Join("testdata", "nvidia-smi", "rtx3080_driver550.54.14.txt"))[0]
+	assert.Equal(t, gpu.Some[uint64](239<<20), rtx.ReservedMemoryBytes, "an idle RTX 3080 has 239 MiB reserved, not used")
+}
+
+// TestLinkLimits: readiness names what holds a link down, since the fix
+// differs: a BIOS setting or another slot for the slot, another riser for
+// the riser, nothing for a CMP board.
+func TestLinkLimits(t *testing.T) {
+	rtx := func(max, cur gpu.Link, own, host int) gpu.Device {
+		return gpu.Device{Name: "NVIDIA GeForce RTX 3080", Class: gpu.ClassConsumer, ComputeCapability: gpu.ComputeCapability{8, 6},
+			MemoryBytes: 10 << 30, LinkMax: max, LinkCurrent: cur, LinkMaxGPUGen: own, LinkMaxHostGen: host}
+	}
+	cmp := func(own int) gpu.Device {
+		return gpu.Device{Name: "NVIDIA Graphics Device", Class: gpu.ClassMining, ComputeCapability: gpu.ComputeCapability{8, 0},
+			MemoryBytes: 8 << 30, LinkMax: gpu.Link{Gen: 1, Width: 4}, LinkCurrent: gpu.Link{Gen: 1, Width: 4}, LinkMaxGPUGen: own}
+	}
+	tests := []struct {
+		name       string
+		dev        gpu.Device
+		gen, width gpu.LinkLimit
+		flags      []gpu.Flag
+		notFlags   []gpu.Flag
+		notes      []string
+	}{
+		{"USB riser in an x16 slot, BIOS at gen1", rtx(gpu.Link{Gen: 1, Width: 16}, gpu.Link{Gen: 1, Width: 1}, 4, 0),
+			gpu.LinkLimitSlot, gpu.LinkLimitRiser,
+			[]gpu.Flag{gpu.FlagRiserX1, gpu.FlagGen1Link, gpu.FlagSlotLimited, gpu.FlagBusLimited}, nil,
+			[]string{"a riser or a badly seated card: 1 of the 16 lanes", "the slot allows gen1, the card gen4", "13% of the card's own speed", "BIOS"}},
+		{"riser in an x1 slot: NVML sees the slot", rtx(gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 1}, 4, 1),
+			gpu.LinkLimitSlot, gpu.LinkLimitSlot,
+			[]gpu.Flag{gpu.FlagRiserX1, gpu.FlagGen1Link, gpu.FlagSlotLimited}, nil,
+			[]string{"the slot offers 1: an x1 slot, or a riser in one", "held there by the slot or a BIOS setting"}},
+		{"old driver: the card's own generation unknown", rtx(gpu.Link{Gen: 1, Width: 16}, gpu.Link{Gen: 1, Width: 1}, 0, 0),
+			gpu.LinkLimitNone, gpu.LinkLimitRiser,
+			[]gpu.Flag{gpu.FlagRiserX1, gpu.FlagGen1Link}, []gpu.Flag{gpu.FlagSlotLimited},
+			[]string{"by the card or its slot (this driver does not tell which)"}},
+		{"gen3 slot holds a gen4 card, idle at gen1", rtx(gpu.Link{Gen: 3, Width: 16}, gpu.Link{Gen: 1, Width: 16}, 4, 0),
+			gpu.LinkLimitSlot, gpu.LinkLimitNone,
+			[]gpu.Flag{gpu.FlagSlotLimited}, []gpu.Flag{gpu.FlagGen1Link, gpu.FlagRiserX1, gpu.FlagNarrowLink, gpu.FlagBusLimited},
+			[]string{"the slot allows gen3, the card gen4: the link runs at 50%"}},
+		{"x4 slot", rtx(gpu.Link{Gen: 4, Width: 4}, gpu.Link{Gen: 4, Width: 4}, 4, 0),
+			gpu.LinkLimitNone, gpu.LinkLimitSlot,
+			[]gpu.Flag{gpu.FlagNarrowLink}, []gpu.Flag{gpu.FlagSlotLimited, gpu.FlagGen1Link},
+			[]string{"x4 link (the slot offers 4: an x4 slot, or a riser in one)"}},
+		{"CMP 170HX: fused gen1 x4", cmp(1), gpu.LinkLimitCard, gpu.LinkLimitCard,
+			[]gpu.Flag{gpu.FlagNarrowLink, gpu.FlagGen1Link, gpu.FlagCMPThrottled}, []gpu.Flag{gpu.FlagSlotLimited},
+			[]string{"the card has 4 lanes", "a limit of the card itself"}},
+		{"CMP 170HX on a driver without the card's own generation", cmp(0), gpu.LinkLimitCard, gpu.LinkLimitCard,
+			[]gpu.Flag{gpu.FlagNarrowLink, gpu.FlagGen1Link}, []gpu.Flag{gpu.FlagSlotLimited}, nil},
+		{"A100 SXM: host gen5, card gen4", gpu.Device{Class: gpu.ClassDatacenter, ComputeCapability: gpu.ComputeCapability{8, 0}, MemoryBytes: 80 << 30,
+			LinkMax: gpu.Link{Gen: 4, Width: 16}, LinkCurrent: gpu.Link{Gen: 4, Width: 16}, LinkMaxGPUGen: 4},
+			gpu.LinkLimitNone, gpu.LinkLimitNone, nil, []gpu.Flag{gpu.FlagSlotLimited, gpu.FlagNarrowLink}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := gpu.Assess(tt.dev, healthy)
+			assert.Equal(t, tt.gen, r.GenLimit, "generation held by: %v", r.Notes)
+			assert.Equal(t, tt.width, r.WidthLimit, "width held by: %v", r.Notes)
+			for _, f := range tt.flags {
+				assert.True(t, r.Has(f), "want flag %s: %v", f, r.Notes)
+			}
+			for _, f := range tt.notFlags {
+				assert.False(t, r.Has(f), "unwanted flag %s: %v", f, r.Notes)
+			}
+			all := strings.Join(r.Notes, "\n")
+			for _, n := range tt.notes {
+				assert.Contains(t, all, n)
+			}
+			assert.Len(t, r.Notes, len(r.Flags)+1, "every flag and the verdict are explained")
+		})
+	}
+}
+
+func TestPersistenceFlag(t *testing.T) {
+	tests := []struct {
+		mode gpu.Feature
+		want bool
+	}{
+		{gpu.FeatureDisabled, true},
+		{gpu.FeatureEnabled, false},
+		{gpu.FeatureUnsupported, false}, // Windows, or a backend that cannot tell
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			r := gpu.Assess(gpu.Device{ComputeCapability: gpu.ComputeCapability{8, 6}, MemoryBytes: 24 << 30, Persistence: tt.mode}, healthy)
+			assert.Equal(t, tt.want, r.Has(gpu.FlagPersistenceOff))
+			if tt.want {
+				assert.Contains(t, strings.Join(r.Notes, "\n"), "nvidia-smi -pm 1", "the note says how to fix it")
 			}
 		})
 	}

@@ -96,15 +96,23 @@ func smiDevice(t *testing.T, i int, kv map[string]string) gpu.Device {
 		LinkCurrent:       gpu.Link{Gen: num("PCI/GPU Link Info/PCIe Generation/Current"), Width: num("PCI/GPU Link Info/Link Width/Current")},
 		LinkMax:           gpu.Link{Gen: num("PCI/GPU Link Info/PCIe Generation/Max"), Width: num("PCI/GPU Link Info/Link Width/Max")},
 	}
+	// Older nvidia-smi prints neither the device's nor the host's max.
+	if kv["PCI/GPU Link Info/PCIe Generation/Device Max"] != "" {
+		d.LinkMaxGPUGen = num("PCI/GPU Link Info/PCIe Generation/Device Max")
+		// nvidia-smi knows the host's max even when it is the higher one;
+		// NVML tells it only when it is the lower, and so does Device.
+		if host := num("PCI/GPU Link Info/PCIe Generation/Host Max"); host < d.LinkMaxGPUGen {
+			d.LinkMaxHostGen = host
+		}
+	}
+	d.Persistence = smiFeature(kv["Persistence Mode"])
+	if kv["FB Memory Usage/Reserved"] != "" {
+		d.ReservedMemoryBytes = gpu.Some(uint64(num("FB Memory Usage/Reserved")) << 20)
+	}
 	if s := kv["Serial Number"]; s != "N/A" {
 		d.Serial = s
 	}
-	switch kv["ECC Mode/Current"] {
-	case "Enabled":
-		d.ECC = gpu.FeatureEnabled
-	case "Disabled":
-		d.ECC = gpu.FeatureDisabled
-	}
+	d.ECC = smiFeature(kv["ECC Mode/Current"])
 	switch kv["Product Brand"] {
 	case "GeForce":
 		d.Class = gpu.ClassConsumer
@@ -121,4 +129,16 @@ func smiDevice(t *testing.T, i int, kv map[string]string) gpu.Device {
 		}
 	}
 	return d
+}
+
+// smiFeature reads nvidia-smi's Enabled/Disabled; "N/A" is unsupported.
+func smiFeature(v string) gpu.Feature {
+	switch v {
+	case "Enabled":
+		return gpu.FeatureEnabled
+	case "Disabled":
+		return gpu.FeatureDisabled
+	default:
+		return gpu.FeatureUnsupported
+	}
 }

@@ -56,7 +56,7 @@ func run(ctx context.Context, w io.Writer, args []string) error {
 		if err != nil {
 			return fmt.Errorf("open NVML: %w", err)
 		}
-		return report(ctx, w, "this host (NVML)", b, *notes, log)
+		return report(ctx, w, "this host (NVML, driver "+b.DriverVersion()+")", b, *notes, log)
 	}
 	for i, p := range presets {
 		if i > 0 {
@@ -122,12 +122,12 @@ func report(ctx context.Context, w io.Writer, title string, b gpu.Backend, notes
 
 	fmt.Fprintf(w, "== %s\n", title)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "GPU\tNAME\tCLASS\tCC\tMEMORY\tLINK\tHOST GB/s\tPOWER W (limit, range)\tECC\tUSE\tINFER fp16/int4\tQLoRA\tFULL FT\tFLAGS")
+	fmt.Fprintln(tw, "GPU\tNAME\tCLASS\tCC\tMEMORY (reserved)\tLINK\tLIMITED BY\tHOST GB/s\tPOWER W (limit, range)\tPERSIST\tECC\tUSE\tINFER fp16/int4\tQLoRA\tFULL FT\tFLAGS")
 	for i, d := range devs {
 		r := rs[i]
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s/%s\t%s\t%s\t%s\n",
 			d.Index, strings.TrimPrefix(d.Name, "NVIDIA "), d.Class, d.ComputeCapability,
-			gib(d.MemoryBytes), r.Link, r.HostLinkGBps, power(samples[i], d), d.ECC, r.Use,
+			memory(d), r.Link, limitedBy(r), r.HostLinkGBps, power(samples[i], d), d.Persistence, d.ECC, r.Use,
 			params(r.Fit.InferenceFP16Params), params(r.Fit.InferenceINT4Params), params(r.Fit.QLoRAParams), params(r.Fit.FullFineTuneParams),
 			flags(r.Flags))
 	}
@@ -159,6 +159,32 @@ func report(ctx context.Context, w io.Writer, title string, b gpu.Backend, notes
 }
 
 func gib(b uint64) string { return fmt.Sprintf("%.0f GiB", float64(b)/(1<<30)) }
+
+// memory prints the size and, where the driver tells it, what it keeps
+// for itself.
+func memory(d gpu.Device) string {
+	if !d.ReservedMemoryBytes.Valid {
+		return gib(d.MemoryBytes)
+	}
+	return fmt.Sprintf("%s (%d MiB)", gib(d.MemoryBytes), d.ReservedMemoryBytes.Value>>20)
+}
+
+// limitedBy names what holds the link's generation and width down:
+// "slot", "gen:slot width:riser", or "-".
+func limitedBy(r gpu.Readiness) string {
+	switch {
+	case r.GenLimit == r.WidthLimit && r.GenLimit != gpu.LinkLimitNone:
+		return string(r.GenLimit)
+	case r.GenLimit != gpu.LinkLimitNone && r.WidthLimit != gpu.LinkLimitNone:
+		return "gen:" + string(r.GenLimit) + " width:" + string(r.WidthLimit)
+	case r.GenLimit != gpu.LinkLimitNone:
+		return "gen:" + string(r.GenLimit)
+	case r.WidthLimit != gpu.LinkLimitNone:
+		return "width:" + string(r.WidthLimit)
+	default:
+		return "-"
+	}
+}
 
 func params(p float64) string {
 	if p >= 1e9 {

@@ -19,12 +19,15 @@ func TestEveryPreset(t *testing.T) {
 	want := map[string]struct {
 		use   string
 		flags []string
+		// What holds the link down and the persistence mode, as the
+		// operator reads them off the row.
+		limit, persist string
 	}{
-		"rtx3080-riser": {"inference", []string{"x1-riser", "gen1-link", "bus-limited"}},
-		"rtx3090":       {"training", nil},
-		"a40":           {"training", nil},
-		"cmp170hx":      {"mining", []string{"cmp-throttled", "gen1-link"}},
-		"a100":          {"training", nil},
+		"rtx3080-riser": {"inference", []string{"x1-riser", "gen1-link", "bus-limited", "slot-limited", "persistence-off"}, " slot ", " disabled "},
+		"rtx3090":       {"training", []string{"slot-limited"}, " gen:slot ", " enabled "},
+		"a40":           {"training", nil, " - ", " enabled "},
+		"cmp170hx":      {"mining", []string{"cmp-throttled", "gen1-link"}, " card ", " disabled "},
+		"a100":          {"training", nil, " - ", " enabled "},
 	}
 	for _, p := range sim.Presets() {
 		t.Run(p.Name, func(t *testing.T) {
@@ -43,6 +46,8 @@ func TestEveryPreset(t *testing.T) {
 					for _, f := range w.flags {
 						assert.Contains(t, line, f, "row: %s", line)
 					}
+					assert.Contains(t, line, w.limit, "row: %s", line)
+					assert.Contains(t, line, w.persist, "row: %s", line)
 				}
 			}
 			assert.Equal(t, len(p.Cards), rows, "one row per GPU")

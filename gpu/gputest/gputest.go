@@ -132,11 +132,26 @@ func checkInventory(t *testing.T, h Harness) {
 		if d.LinkMax.Width != 0 && d.LinkCurrent.Width != 0 {
 			assert.LessOrEqual(t, d.LinkCurrent.Width, d.LinkMax.Width, "device %d: current link wider than max", i)
 		}
+		// Readiness tells a slot limit from a card limit by these: the
+		// max is the lower of GPU and host, so neither may be below it.
+		if d.LinkMaxGPUGen != 0 && d.LinkMax.Gen != 0 {
+			assert.GreaterOrEqual(t, d.LinkMaxGPUGen, d.LinkMax.Gen, "device %d: the GPU's own generation below the max of GPU and host", i)
+		}
+		if d.LinkMaxHostGen != 0 {
+			assert.Equal(t, d.LinkMax.Gen, d.LinkMaxHostGen, "device %d: a known host generation is the lower one, so the max", i)
+			assert.Less(t, d.LinkMaxHostGen, d.LinkMaxGPUGen, "device %d: the host's generation is known only when below the GPU's", i)
+		}
+		if d.ReservedMemoryBytes.Valid {
+			assert.Less(t, d.ReservedMemoryBytes.Value, d.MemoryBytes, "device %d: reserved memory is part of the total", i)
+		}
 		if p, ok := d.PowerLimit.Value, d.PowerLimit.Valid; ok {
 			assert.Greater(t, p.MaxW, 0.0, "device %d: MaxW", i)
 			assert.LessOrEqual(t, p.MinW, p.MaxW, "device %d: MinW <= MaxW", i)
 			assert.True(t, p.Contains(p.CurrentW), "device %d: current limit %v outside %v-%v", i, p.CurrentW, p.MinW, p.MaxW)
-			assert.True(t, p.Contains(p.DefaultW), "device %d: default limit %v outside %v-%v", i, p.DefaultW, p.MinW, p.MaxW)
+			// A default the device does not tell is 0, never a guess.
+			if p.HasDefault() {
+				assert.True(t, p.Contains(p.DefaultW), "device %d: default limit %v outside %v-%v", i, p.DefaultW, p.MinW, p.MaxW)
+			}
 		}
 	}
 }
@@ -243,6 +258,14 @@ func checkPowerLimits(t *testing.T, h Harness) {
 		err = pl.SetPowerLimit(ctx, d.Index, lim.MinW-1)
 		assert.ErrorIs(t, err, gpu.ErrInvalid, "device %d: below the minimum", d.Index)
 
+		// Devices tell the limit in force, so the inventory follows a set.
+		if now, err := b.Devices(ctx); assert.NoError(t, err) && now[d.Index].PowerLimit.Valid {
+			assert.InDelta(t, lim.MinW, now[d.Index].PowerLimit.Value.CurrentW, 0.001, "device %d: inventory not updated by a set", d.Index)
+		}
+		if !lim.HasDefault() {
+			t.Logf("device %d reports no default limit: nothing to restore", d.Index)
+			continue
+		}
 		require.NoError(t, pl.SetPowerLimit(ctx, d.Index, lim.DefaultW))
 		got, err = pl.PowerLimits(ctx, d.Index)
 		require.NoError(t, err)

@@ -53,12 +53,20 @@ type Backend struct {
 	log       *slog.Logger
 	clock     gpu.Clock
 	eventWait time.Duration
-	procNames bool // SystemGetProcessName resolves
+	pcieTput  bool // Sample reads PCIe throughput (WithPCIeThroughput)
+	// optedOut are the readings the caller turned off: every device skips
+	// them from the start, and after a re-probe too.
+	optedOut probe
 
 	devs []*device // position == Index; fixed after New
+	// has says which newer calls the driver exports, indexed by the sym
+	// constants; fixed at New.
+	has [symCount]bool
 	// discoverErr joins a *gpu.DeviceError per GPU that could not be read.
 	discoverErr error
-	byUUID      map[string]int
+	// The driver's version and the calls it must refuse; fixed at New.
+	driver          driverVersion
+	refuseProcesses error
 
 	infoMu sync.RWMutex // guards devs[i].info fields changed by control calls
 
@@ -81,16 +89,24 @@ type Backend struct {
 }
 
 // device is one GPU: its handle, its inventory and the probes it failed.
+// What Sample reads comes first, to share a cache line.
 type device struct {
-	h    gonvml.Device
-	uuid string
-	info gpu.Device
+	h gonvml.Device
 	// skip holds the probe bits whose NVML call returned NOT_SUPPORTED, so
 	// Sample does not ask again.
 	skip atomic.Uint32
+	// memV2 is set when memory reads use GetMemoryInfo_v2, whose used
+	// amount leaves out the driver's reserve.
+	memV2 bool
 	// broken is set for a GPU that could not be read at discovery: every
-	// call on it fails with this error, which wraps gpu.ErrDeviceLost.
+	// call on it fails with this error, which wraps gpu.ErrDeviceLost, or
+	// gpu.ErrPermission when the process may not open it.
 	broken error
+	uuid   string
+	info   gpu.Device
+	// persistenceWarned is set once the backend warned that persistence
+	// mode is off while it set a limit; cleared when it is seen on.
+	persistenceWarned atomic.Bool
 }
 
 const (
@@ -120,8 +136,10 @@ var (
 // New loads NVML, initialises it and discovers the GPUs. Features a device
 // lacks (NVML's ERROR_NOT_SUPPORTED) are recorded as absent, never as a
 // failure. A device whose handle, UUID or name cannot be read stays listed
-// as a stub whose every call fails wrapping gpu.ErrDeviceLost (Devices
-// reports it); New fails only when no GPU can be read. Without the
+// as a stub whose every call fails wrapping gpu.ErrDeviceLost, or
+// gpu.ErrPermission when NVML answers NO_PERMISSION (a container given
+// only some /dev/nvidiaN); Devices reports each in one joined error. New
+// fails only when no GPU can be read. Without the
 // driver it fails wrapping gpu.ErrUnavailable and says what to install.
 // Close releases the library.
 func New(ctx context.Context, opts ...Option) (*Backend, error) {
@@ -145,18 +163,23 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 		log:       cfg.log,
 		clock:     cfg.clock,
 		eventWait: cfg.eventWait,
+		pcieTput:  cfg.pcieTput,
 		slot:      make(chan struct{}, 1),
 		closing:   make(chan struct{}),
+	}
+	if !b.pcieTput {
+		b.optedOut = probePCIeTx | probePCIeRx
 	}
 	b.job.done = make(chan struct{}, 1)
 	b.jobFn = b.runJob
 	b.sampleFn = b.sampleBatch
 
 	var (
-		inited bool
-		ret    gonvml.Return
-		devs   []*device
-		errs   []error
+		inited   bool
+		ret      gonvml.Return
+		devs     []*device
+		errs     []error
+		pcieCost time.Duration
 	)
 	open := func() {
 		ret = lib.Init()
@@ -164,9 +187,13 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 			return
 		}
 		inited = true
+		// Before any device call: what the driver has decides which
+		// calls discovery may make at all.
+		b.resolveSymbols(libSymbols(lib))
+		b.readDriver()
 		devs, errs = b.discover()
-		if len(errs) == 0 {
-			b.procNames = b.probeProcessNames()
+		if b.pcieTput {
+			pcieCost = b.pcieThroughputCost(devs)
 		}
 	}
 	// A driver that hangs in Init is the classic symptom of a wedged GPU,
@@ -207,29 +234,12 @@ func New(ctx context.Context, opts ...Option) (*Backend, error) {
 	}
 	b.discoverErr = errors.Join(errs...)
 	b.devs = devs
-	b.byUUID = make(map[string]int, len(devs))
-	for _, d := range devs {
-		if d.uuid != "" {
-			b.byUUID[d.uuid] = d.info.Index
-		}
+	if pcieCost >= pcieCostWorthLogging {
+		b.log.Info("nvml: PCIe throughput reads block for NVML's 20 ms window; every Sample pays for them",
+			"per_sample", pcieCost, "disable_with", "WithPCIeThroughput(false)")
 	}
-	b.log.Info("nvml backend ready", "gpus", len(devs))
+	b.log.Info("nvml backend ready", "gpus", len(devs), "driver", b.driver.text)
 	return b, nil
-}
-
-// probeProcessNames reports whether the library resolves
-// nvmlSystemGetProcessName; older or stripped libraries may not, and
-// calling an unresolved symbol would abort the process.
-func (b *Backend) probeProcessNames() bool {
-	ext := b.lib.Extensions()
-	if ext == nil {
-		return false
-	}
-	if err := ext.LookupSymbol("nvmlSystemGetProcessName"); err != nil {
-		b.log.Info("nvml: process names unavailable", "err", err)
-		return false
-	}
-	return true
 }
 
 // Devices returns the inventory discovered by New, in index order.

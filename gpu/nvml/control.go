@@ -33,7 +33,18 @@ func (b *Backend) PowerLimits(ctx context.Context, index int) (gpu.PowerLimits, 
 	if err != nil {
 		return gpu.PowerLimits{}, err
 	}
-	return lim, rerr
+	if rerr != nil {
+		return gpu.PowerLimits{}, rerr
+	}
+	// Someone else (nvidia-smi, a driver reload) may have changed it.
+	b.setInventoryLimits(d, lim)
+	return lim, nil
+}
+
+func (b *Backend) setInventoryLimits(d *device, lim gpu.PowerLimits) {
+	b.infoMu.Lock()
+	d.info.PowerLimit = gpu.Some(lim)
+	b.infoMu.Unlock()
 }
 
 // SetPowerLimit sets a device's power limit in watts. It checks the value
@@ -48,7 +59,12 @@ func (b *Backend) SetPowerLimit(ctx context.Context, index int, watts float64) e
 		return fmt.Errorf("%w: power limit %v W for GPU %d: want a positive number of watts", gpu.ErrInvalid, watts, index)
 	}
 	mw := math.Round(watts * 1000)
-	var rerr error
+	var (
+		rerr    error
+		lim     gpu.PowerLimits
+		reread  gonvml.Return
+		persist persistence
+	)
 	err = b.call(ctx, "set power limit", func() {
 		minMW, maxMW, ret := d.h.GetPowerManagementLimitConstraints()
 		if ret != gonvml.SUCCESS {
@@ -62,7 +78,12 @@ func (b *Backend) SetPowerLimit(ctx context.Context, index int, watts float64) e
 		}
 		if ret := d.h.SetPowerManagementLimit(uint32(mw)); ret != gonvml.SUCCESS {
 			rerr = b.controlErr(d, "set power limit", ret)
+			return
 		}
+		// What is in force now, not what was asked: the driver rounds,
+		// and another limit may still be lower.
+		lim, _, reread = readPowerLimits(d.h)
+		persist = readPersistence(d.h)
 	})
 	if err != nil {
 		return err
@@ -70,13 +91,52 @@ func (b *Backend) SetPowerLimit(ctx context.Context, index int, watts float64) e
 	if rerr != nil {
 		return rerr
 	}
-	b.infoMu.Lock()
-	if d.info.PowerLimit.Valid {
-		d.info.PowerLimit.Value.CurrentW = mw / 1000
+	inForceW := mw / 1000
+	if reread == gonvml.SUCCESS {
+		inForceW = lim.CurrentW
+		b.setInventoryLimits(d, lim)
+	} else {
+		b.infoMu.Lock()
+		if d.info.PowerLimit.Valid {
+			d.info.PowerLimit.Value.CurrentW = inForceW
+		}
+		b.infoMu.Unlock()
 	}
-	b.infoMu.Unlock()
-	b.log.Info("nvml power limit set", "gpu", index, "watts", mw/1000)
+	b.notePersistence(d, persist, "power limit")
+	b.log.Info("nvml power limit set", "gpu", index, "watts", mw/1000, "in_force_watts", inForceW)
 	return nil
+}
+
+// persistence is a persistence mode read, with whether it could be read.
+type persistence struct {
+	mode gonvml.EnableState
+	ok   bool
+}
+
+func readPersistence(h gonvml.Device) persistence {
+	m, ret := h.GetPersistenceMode()
+	return persistence{mode: m, ok: ret == gonvml.SUCCESS}
+}
+
+// notePersistence records the persistence mode read with a control call
+// and warns, once while it stays off, that what was just set is lost when
+// the driver unloads.
+func (b *Backend) notePersistence(d *device, p persistence, what string) {
+	if !p.ok {
+		return
+	}
+	on := p.mode == gonvml.FEATURE_ENABLED
+	b.infoMu.Lock()
+	d.info.Persistence = feature(on)
+	b.infoMu.Unlock()
+	if on {
+		d.persistenceWarned.Store(false)
+		return
+	}
+	if d.persistenceWarned.CompareAndSwap(false, true) {
+		b.log.Warn("nvml: persistence mode is off: this setting is lost when the driver unloads with its last client; enable persistence mode (nvidia-smi -pm 1, or the nvidia-persistenced service)",
+			"gpu", d.info.Index, "uuid", d.uuid, "setting", what)
+	}
 }
 
 // LockClocks locks the GPU (SM) clock to [minMHz, maxMHz] (Volta and newer,
@@ -86,20 +146,38 @@ func (b *Backend) LockClocks(ctx context.Context, index int, minMHz, maxMHz int)
 	if err != nil {
 		return err
 	}
-	if minMHz <= 0 || maxMHz < minMHz || int64(maxMHz) > math.MaxUint32 {
+	if minMHz <= 0 || maxMHz < minMHz {
 		return fmt.Errorf("%w: clock range %d-%d MHz for GPU %d: want 0 < min <= max", gpu.ErrInvalid, minMHz, maxMHz, index)
 	}
-	var rerr error
+	// NVML reads values from 0xffffff00 up as named limits (the board's
+	// TDP clock, "unlimited"), not as MHz.
+	if int64(maxMHz) >= clockLimitIDStart {
+		return fmt.Errorf("%w: clock range %d-%d MHz for GPU %d: values from %d up are NVML's named limits, not clocks; give MHz",
+			gpu.ErrInvalid, minMHz, maxMHz, index, clockLimitIDStart)
+	}
+	var (
+		rerr    error
+		persist persistence
+	)
 	err = b.call(ctx, "lock clocks", func() {
 		if ret := d.h.SetGpuLockedClocks(uint32(minMHz), uint32(maxMHz)); ret != gonvml.SUCCESS {
 			rerr = b.controlErr(d, "set locked GPU clocks", ret)
+			return
 		}
+		persist = readPersistence(d.h)
 	})
 	if err != nil {
 		return err
 	}
-	return rerr
+	if rerr != nil {
+		return rerr
+	}
+	b.notePersistence(d, persist, "locked clocks")
+	return nil
 }
+
+// clockLimitIDStart is NVML_CLOCK_LIMIT_ID_RANGE_START.
+const clockLimitIDStart = 0xffffff00
 
 // ResetClocks releases locked GPU clocks.
 func (b *Backend) ResetClocks(ctx context.Context, index int) error {
@@ -119,44 +197,82 @@ func (b *Backend) ResetClocks(ctx context.Context, index int) error {
 	return rerr
 }
 
-// Processes lists the compute processes on a device. Names are resolved
-// with NVML when the library can; a process that exited meanwhile keeps an
-// empty name. UsedMemoryBytes is absent when NVML cannot tell (MIG without
-// privileges, Windows WDDM).
+// Processes lists every process holding a device: compute (CUDA),
+// graphics (Xorg, OpenGL) and MPS clients, once each, since a GPU is free
+// for the next tenant only when none is left. Names are resolved with NVML
+// when the library can; a process that exited meanwhile keeps an empty
+// name. UsedMemoryBytes is absent when NVML cannot tell (MIG without
+// privileges, Windows WDDM). On drivers 535.43 to 535.86, whose process
+// lists are garbled, it fails wrapping gpu.ErrUnsupported and says to
+// upgrade.
 func (b *Backend) Processes(ctx context.Context, index int) ([]gpu.Process, error) {
 	d, err := b.device(index)
 	if err != nil {
 		return nil, err
+	}
+	if b.refuseProcesses != nil {
+		return nil, fmt.Errorf("GPU %d: %w", index, b.refuseProcesses)
 	}
 	var (
 		out  []gpu.Process
 		rerr error
 	)
 	err = b.call(ctx, "list processes", func() {
-		procs, ret := d.h.GetComputeRunningProcesses()
-		if ret != gonvml.SUCCESS {
-			rerr = b.controlErr(d, "get compute processes", ret)
-			return
-		}
-		out = make([]gpu.Process, 0, len(procs))
-		for _, p := range procs {
-			gp := gpu.Process{PID: int(p.Pid)}
-			if p.UsedGpuMemory != math.MaxUint64 { // NVML_VALUE_NOT_AVAILABLE
-				gp.UsedMemoryBytes = gpu.Some(p.UsedGpuMemory)
-			}
-			if b.procNames {
-				if name, ret := b.lib.SystemGetProcessName(int(p.Pid)); ret == gonvml.SUCCESS {
-					gp.Name = name
-				}
-			}
-			out = append(out, gp)
-		}
+		out, rerr = b.processes(d)
 	})
 	if err != nil {
 		return nil, err
 	}
 	if rerr != nil {
 		return nil, rerr
+	}
+	return out, nil
+}
+
+// processes merges the three lists NVML keeps. A list the device does not
+// keep (NOT_SUPPORTED) is empty; any other failure fails the call, as a
+// partial list could pass a busy GPU as free.
+func (b *Backend) processes(d *device) ([]gpu.Process, error) {
+	compute, ret := d.h.GetComputeRunningProcesses()
+	if ret != gonvml.SUCCESS {
+		return nil, b.controlErr(d, "get compute processes", ret)
+	}
+	graphics, ret := d.h.GetGraphicsRunningProcesses()
+	if ret != gonvml.SUCCESS && ret != gonvml.ERROR_NOT_SUPPORTED {
+		return nil, b.controlErr(d, "get graphics processes", ret)
+	}
+	var mps []gonvml.ProcessInfo
+	if b.has[symMPSProcesses] {
+		if mps, ret = d.h.GetMPSComputeRunningProcesses(); ret != gonvml.SUCCESS && ret != gonvml.ERROR_NOT_SUPPORTED {
+			return nil, b.controlErr(d, "get MPS processes", ret)
+		}
+	}
+	out := make([]gpu.Process, 0, len(compute)+len(graphics)+len(mps))
+	at := make(map[int]int, cap(out)) // PID -> position in out
+	for _, list := range [][]gonvml.ProcessInfo{compute, graphics, mps} {
+		for _, p := range list {
+			pid := int(p.Pid)
+			mem := gpu.Optional[uint64]{}
+			if p.UsedGpuMemory != math.MaxUint64 { // NVML_VALUE_NOT_AVAILABLE
+				mem = gpu.Some(p.UsedGpuMemory)
+			}
+			if i, seen := at[pid]; seen {
+				// A process with compute and graphics contexts is listed
+				// in both with the same memory: count it once.
+				if mem.Valid && (!out[i].UsedMemoryBytes.Valid || mem.Value > out[i].UsedMemoryBytes.Value) {
+					out[i].UsedMemoryBytes = mem
+				}
+				continue
+			}
+			gp := gpu.Process{PID: pid, UsedMemoryBytes: mem}
+			if b.has[symProcessName] {
+				if name, ret := b.lib.SystemGetProcessName(pid); ret == gonvml.SUCCESS {
+					gp.Name = name
+				}
+			}
+			at[pid] = len(out)
+			out = append(out, gp)
+		}
 	}
 	return out, nil
 }
@@ -173,7 +289,11 @@ func (b *Backend) SetMIG(ctx context.Context, index int, enabled bool) error {
 	if enabled {
 		mode = gonvml.DEVICE_MIG_ENABLE
 	}
-	var rerr error
+	var (
+		rerr     error
+		minor    int
+		minorRet gonvml.Return
+	)
 	err = b.call(ctx, "set MIG mode", func() {
 		activation, ret := d.h.SetMigMode(mode)
 		if ret != gonvml.SUCCESS {
@@ -183,7 +303,11 @@ func (b *Backend) SetMIG(ctx context.Context, index int, enabled bool) error {
 		if activation != gonvml.SUCCESS {
 			rerr = fmt.Errorf("GPU %d: MIG mode change is pending: stop its processes and reset it (nvidia-smi -r -i %d), or reboot: %w",
 				index, index, Error{Op: "activate MIG mode", Code: activation})
+			return
 		}
+		// The device node may change with the mode; isolation hands
+		// /dev/nvidiaN to containers, so it must be read again.
+		minor, minorRet = d.h.GetMinorNumber()
 	})
 	if err != nil {
 		return err
@@ -193,10 +317,15 @@ func (b *Backend) SetMIG(ctx context.Context, index int, enabled bool) error {
 	}
 	b.infoMu.Lock()
 	d.info.MIG = feature(enabled)
+	if minorRet == gonvml.SUCCESS {
+		d.info.Minor = minor
+	} else {
+		d.info.Minor = -1 // unknown rather than another GPU's node
+	}
 	b.infoMu.Unlock()
 	// Some readings (utilization) are unsupported only while MIG is on:
-	// probe everything again.
-	d.skip.Store(0)
+	// probe everything again, but what the caller turned off.
+	d.skip.Store(uint32(b.optedOut))
 	b.log.Info("nvml MIG mode set", "gpu", index, "enabled", enabled)
 	return nil
 }

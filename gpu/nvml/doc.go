@@ -22,6 +22,41 @@
 // are unsupported, so Sample skips them; that is also what keeps sampling
 // cheap.
 //
+// # Drivers
+//
+// The oldest driver the backend is built for is R470 (OldestDriver), which
+// ex-mining rigs commonly still run. go-nvml resolves NVML's functions
+// lazily, so calling one the installed driver lacks aborts the process
+// ("undefined symbol") instead of returning an error. New therefore looks
+// up, once, every call newer than some supported driver (the table at
+// newerCalls: clock event reasons from R535, memory info v2 and the GPU's
+// own PCIe generation from R510, ...) and uses its older equivalent when
+// it is missing; Sample never looks anything up. New also reads the driver
+// version: on drivers 535.43 to 535.86, whose process lists are garbled,
+// Processes fails wrapping gpu.ErrUnsupported and says to upgrade.
+// DriverVersion reports the version.
+//
+// # Readings worth knowing
+//
+// Memory: MemoryUsedBytes is what jobs allocated (memory info v2), so an
+// idle GPU reads 0; Device.ReservedMemoryBytes is the driver's own part.
+// Before R510 only version 1 exists, whose used amount includes the
+// reserve and whose reserve is unknown. A MIG GPU whose memory NVML
+// refuses to an unprivileged caller takes its size from the full-GPU
+// instance profile.
+//
+// PCIe throughput is NVML's byte count over a 20 ms window, in KB/s taken
+// as 1024 bytes; the call may block for the window, so New measures what
+// the reads cost per Sample and logs it, and WithPCIeThroughput(false)
+// leaves them out.
+//
+// Power limits: the current limit is the enforced one, re-read after every
+// set; a default limit the board does not report stays 0. Persistence mode
+// is read into the inventory, and setting a limit or locking clocks while
+// it is off logs a warning, since the driver forgets both when it unloads.
+//
+// Processes lists compute, graphics and MPS processes, each once.
+//
 // # Classes
 //
 // Device.Class comes from NVML's brand, the product name and the PCI device
@@ -49,5 +84,8 @@
 // WithLibrary injects any go-nvml Interface, such as go-nvml's mock
 // package. The tests of this package run the backend over mock/dgxa100
 // (extended with the readings it lacks) and over hand-built mocks of an
-// RTX 3080 on a gen1 x1 riser, a CMP 170HX, an A40 and an H100.
+// RTX 3080 on a gen1 x1 riser, a CMP 170HX, an A40 and an H100. An older
+// driver is mocked by a library whose Extensions().LookupSymbol fails for
+// the calls it lacks: that lookup is the backend's one seam for what the
+// driver has.
 package nvml

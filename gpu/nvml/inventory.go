@@ -3,6 +3,7 @@
 package nvml
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -26,7 +27,7 @@ func (b *Backend) discover() ([]*device, []error) {
 			// A GPU that cannot be read (typically one that fell off its
 			// riser) stays in the list as a stub whose every call fails,
 			// so that the others keep their indexes and the node runs on.
-			d.broken = fmt.Errorf("%w: GPU %d could not be read at discovery: %w", gpu.ErrDeviceLost, i, err)
+			d.broken = unreadable(i, err)
 			d.info = gpu.Device{Index: i, UUID: d.uuid, Name: d.info.Name, Minor: -1}
 			if d.info.Name == "" {
 				d.info.Name = "unreadable GPU"
@@ -36,6 +37,15 @@ func (b *Backend) discover() ([]*device, []error) {
 		devs = append(devs, d)
 	}
 	return devs, errs
+}
+
+// unreadable is the error of a GPU discovery could not read. A GPU this
+// process may not open is not lost: it needs access, not a reset.
+func unreadable(i int, err error) error {
+	if errors.Is(err, gpu.ErrPermission) {
+		return fmt.Errorf("GPU %d may not be opened by this process: give it access to the GPU's /dev/nvidiaN (device cgroup, container device list) or run as root: %w", i, err)
+	}
+	return fmt.Errorf("%w: GPU %d could not be read at discovery: %w", gpu.ErrDeviceLost, i, err)
 }
 
 // prober records the outcome of optional NVML calls for one device:
@@ -67,6 +77,7 @@ func (p *prober) ok(op string, ret gonvml.Return) bool {
 
 func (b *Backend) discoverOne(i int) (*device, error) {
 	d := &device{}
+	d.skip.Store(uint32(b.optedOut))
 	d.info.Index = i
 	h, ret := b.lib.DeviceGetHandleByIndex(i)
 	if ret != gonvml.SUCCESS {
@@ -96,9 +107,10 @@ func (b *Backend) discoverOne(i int) (*device, error) {
 	arch, ret := h.GetArchitecture()
 	archOK := p.ok("get architecture", ret)
 	info.Architecture = architecture(arch, archOK, info.ComputeCapability)
-	if mem, ret := h.GetMemoryInfo(); p.ok("get memory info", ret) {
-		info.MemoryBytes = mem.Total
+	if cur, _, ret := h.GetMigMode(); p.ok("get MIG mode", ret) {
+		info.MIG = feature(cur == gonvml.DEVICE_MIG_ENABLE)
 	}
+	b.discoverMemory(p)
 	if s, ret := h.GetSerial(); p.ok("get serial", ret) {
 		info.Serial = strings.TrimSpace(s)
 	}
@@ -116,13 +128,22 @@ func (b *Backend) discoverOne(i int) (*device, error) {
 	if w, ret := h.GetCurrPcieLinkWidth(); p.ok("get current PCIe width", ret) {
 		info.LinkCurrent.Width = w
 	}
-	// The max generation is the lower of what the GPU and its slot can do
-	// (NVML's definition), which is what tells a riser or a CMP card.
+	// The max generation and width are the lower of what the GPU and its
+	// slot can do (NVML's definition); the GPU's own generation tells a
+	// slot held at gen 1 from a card fused to it.
 	if g, ret := h.GetMaxPcieLinkGeneration(); p.ok("get max PCIe generation", ret) {
 		info.LinkMax.Gen = g
 	}
 	if w, ret := h.GetMaxPcieLinkWidth(); p.ok("get max PCIe width", ret) {
 		info.LinkMax.Width = w
+	}
+	if b.has[symGPUMaxLinkGen] {
+		if g, ret := h.GetGpuMaxPcieLinkGeneration(); p.ok("get GPU max PCIe generation", ret) {
+			info.LinkMaxGPUGen = g
+		}
+	}
+	if info.LinkMax.Gen > 0 && info.LinkMax.Gen < info.LinkMaxGPUGen {
+		info.LinkMaxHostGen = info.LinkMax.Gen // the host is the lower one
 	}
 	if lim, op, ret := readPowerLimits(h); p.ok(op, ret) {
 		info.PowerLimit = gpu.Some(lim)
@@ -130,8 +151,8 @@ func (b *Backend) discoverOne(i int) (*device, error) {
 	if cur, _, ret := h.GetEccMode(); p.ok("get ECC mode", ret) {
 		info.ECC = feature(cur == gonvml.FEATURE_ENABLED)
 	}
-	if cur, _, ret := h.GetMigMode(); p.ok("get MIG mode", ret) {
-		info.MIG = feature(cur == gonvml.DEVICE_MIG_ENABLE)
+	if m, ret := h.GetPersistenceMode(); p.ok("get persistence mode", ret) {
+		info.Persistence = feature(m == gonvml.FEATURE_ENABLED)
 	}
 	info.Minor = -1 // absent: never point at another GPU's /dev/nvidiaN
 	if m, ret := h.GetMinorNumber(); p.ok("get minor number", ret) {
@@ -148,24 +169,81 @@ func (b *Backend) discoverOne(i int) (*device, error) {
 	return d, nil
 }
 
-// readPowerLimits reads the limit and its constraints, for discovery and
-// for PowerLimits alike. The default limit falls back to the current one
-// when the device does not report it. On failure it names the NVML call
-// that failed and its code; otherwise ret is SUCCESS.
+// discoverMemory reads the memory size, and the driver's reserve where
+// the driver tells it. It runs after the MIG mode is known.
+func (b *Backend) discoverMemory(p *prober) {
+	h, info := p.d.h, &p.d.info
+	var ret gonvml.Return
+	if b.has[symMemoryV2] {
+		var m gonvml.Memory_v2
+		switch m, ret = h.GetMemoryInfo_v2(); ret {
+		case gonvml.SUCCESS:
+			p.d.memV2 = true
+			info.MemoryBytes = m.Total
+			info.ReservedMemoryBytes = gpu.Some(m.Reserved)
+			return
+		case gonvml.ERROR_GPU_IS_LOST:
+			p.ok("get memory info v2", ret)
+			return
+		}
+		// Version 1 then: 510.39.01 exports v2 but answers
+		// FUNCTION_NOT_FOUND, and a board may refuse v2 alone.
+	}
+	var m gonvml.Memory
+	if m, ret = h.GetMemoryInfo(); ret == gonvml.SUCCESS {
+		info.MemoryBytes = m.Total
+		return
+	}
+	if !b.memoryFromMIGProfile(p, "get memory info", ret) {
+		p.ok("get memory info", ret)
+	}
+}
+
+// memoryFromMIGProfile: with MIG on, NVML gives a whole GPU's memory only
+// to privileged callers. The full-GPU instance profile still tells what a
+// job can get, which is what MemoryBytes is for; it reports whether that
+// worked.
+func (b *Backend) memoryFromMIGProfile(p *prober, op string, ret gonvml.Return) bool {
+	if ret != gonvml.ERROR_NO_PERMISSION || p.d.info.MIG != gpu.FeatureEnabled {
+		return false
+	}
+	prof, pret := p.d.h.GetGpuInstanceProfileInfo(gonvml.GPU_INSTANCE_PROFILE_7_SLICE)
+	if pret != gonvml.SUCCESS || prof.MemorySizeMB == 0 {
+		b.log.Warn("nvml: memory of a MIG GPU unreadable without privileges; run as root to read it",
+			"gpu", p.d.info.Index, "err", Error{Op: op, Code: ret})
+		return false
+	}
+	p.d.info.MemoryBytes = prof.MemorySizeMB << 20
+	b.log.Info("nvml: memory of a MIG GPU taken from its full-GPU instance profile (reading it needs root)",
+		"gpu", p.d.info.Index, "memory_mib", prof.MemorySizeMB)
+	return true
+}
+
+// readPowerLimits reads the limit in force and its constraints, for
+// discovery and for PowerLimits alike. The limit in force is NVML's
+// enforced one: the management limit may be overridden by others. A
+// default the device does not report stays 0: a guess would make a reset
+// restore the wrong value without a word. On failure it names the NVML
+// call that failed and its code; otherwise ret is SUCCESS.
 func readPowerLimits(h gonvml.Device) (lim gpu.PowerLimits, op string, ret gonvml.Return) {
 	minMW, maxMW, ret := h.GetPowerManagementLimitConstraints()
 	if ret != gonvml.SUCCESS {
 		return gpu.PowerLimits{}, "get power limit constraints", ret
 	}
-	cur, ret := h.GetPowerManagementLimit()
-	if ret != gonvml.SUCCESS {
-		return gpu.PowerLimits{}, "get power limit", ret
+	op = "get enforced power limit"
+	cur, ret := h.GetEnforcedPowerLimit()
+	if ret == gonvml.ERROR_NOT_SUPPORTED {
+		op = "get power limit"
+		cur, ret = h.GetPowerManagementLimit()
 	}
-	def, ret := h.GetPowerManagementDefaultLimit()
 	if ret != gonvml.SUCCESS {
-		def = cur
+		return gpu.PowerLimits{}, op, ret
 	}
-	return gpu.PowerLimits{CurrentW: mwToW(cur), DefaultW: mwToW(def), MinW: mwToW(minMW), MaxW: mwToW(maxMW)}, "", gonvml.SUCCESS
+	lim = gpu.PowerLimits{CurrentW: mwToW(cur), MinW: mwToW(minMW), MaxW: mwToW(maxMW)}
+	if def, ret := h.GetPowerManagementDefaultLimit(); ret == gonvml.SUCCESS {
+		lim.DefaultW = mwToW(def)
+	}
+	return lim, "", gonvml.SUCCESS
 }
 
 func mwToW(mw uint32) float64 { return float64(mw) / 1000 }

@@ -30,8 +30,11 @@ type spec struct {
 	bus         uint32 // PciInfo.Bus
 	linkGen     int    // current
 	linkWidth   int
-	maxGen      int // device and system
+	maxGen      int // lower of device and system
 	maxWidth    int
+	gpuGen      int // the GPU's own max generation
+	persistence bool
+	reserved    uint64 // bytes the driver sets aside
 	// Power in mW; minMW == 0 means no power management.
 	powerMW, minMW, maxMW, defaultMW uint32
 	energy                           bool // total energy counter supported
@@ -54,7 +57,11 @@ type state struct {
 	registered  atomic.Uint64 // event mask registered
 	lost        atomic.Bool   // every call answers GPU_IS_LOST
 	migPending  atomic.Bool   // SetMigMode's activation stays pending
-	procs       []gonvml.ProcessInfo
+	minor       atomic.Int32  // the /dev/nvidiaN number
+	persistence atomic.Bool
+	procs       []gonvml.ProcessInfo // compute
+	graphics    []gonvml.ProcessInfo
+	mps         []gonvml.ProcessInfo
 	hangPower   chan struct{} // when set, GetPowerUsage blocks until it is closed
 	hangMu      sync.Mutex
 	hangStarted chan struct{} // closed when GetPowerUsage starts blocking
@@ -102,9 +109,12 @@ func (st *state) blockIfHung() {
 // gpuMock is one mock GPU with its spec and state.
 type gpuMock struct {
 	*mock.Device
-	spec  spec
-	state *state
-	uuid  string
+	// handle is what the library hands out for this GPU, and so what its
+	// events carry: the mock.Device itself, or dgxa100's Device around it.
+	handle gonvml.Device
+	spec   spec
+	state  *state
+	uuid   string
 }
 
 func ns[T any]() (T, gonvml.Return) {
@@ -112,17 +122,18 @@ func ns[T any]() (T, gonvml.Return) {
 	return zero, gonvml.ERROR_NOT_SUPPORTED
 }
 
-// rtx3080 is an RTX 3080 10 GiB on a mining riser forced to gen1 x1: no
-// serial, no ECC, no energy counter (values from the rtx3080 nvidia-smi
-// fixture, driver 550.54.14). NVML's max link width is the device's own 16
-// lanes; only the current width shows the riser's single lane, as in the
-// reference notes (nvidia.md §1.5) and gpu/sim's Card.
+// rtx3080 is an RTX 3080 10 GiB on a USB x1 riser in an x16 slot the BIOS
+// holds at gen 1: no serial, no ECC, no energy counter, persistence mode
+// off, 239 MiB reserved (values from the rtx3080 nvidia-smi fixture,
+// driver 550.54.14). NVML's max is the lower of GPU and slot, so it reads
+// gen 1 (the slot) at x16 (slot and card); only the current width shows
+// the riser's single lane, and only the GPU's own max shows it is gen 4.
 func rtx3080(bus uint32) spec {
 	return spec{
 		name: "NVIDIA GeForce RTX 3080", brand: gonvml.BRAND_GEFORCE, arch: gonvml.DEVICE_ARCH_AMPERE,
 		ccMajor: 8, ccMinor: 6, memoryBytes: 10240 << 20, vbios: "94.02.71.40.8A",
 		pciDeviceID: 0x221610de, busID: fmt.Sprintf("00000000:%02X:00.0", bus), bus: bus,
-		linkGen: 1, linkWidth: 1, maxGen: 1, maxWidth: 16,
+		linkGen: 1, linkWidth: 1, maxGen: 1, maxWidth: 16, gpuGen: 4, reserved: 239 << 20,
 		powerMW: 98_990, minMW: 100_000, maxMW: 350_000, defaultMW: 320_000,
 		fan: true, tempC: 61, clockLock: true,
 	}
@@ -136,33 +147,35 @@ func cmp170hx(bus uint32) spec {
 		name: "NVIDIA Graphics Device", brand: gonvml.BRAND_NVIDIA, arch: gonvml.DEVICE_ARCH_AMPERE,
 		ccMajor: 8, ccMinor: 0, memoryBytes: 8 << 30, vbios: "92.00.3A.00.01",
 		pciDeviceID: 0x20c210de, busID: fmt.Sprintf("00000000:%02X:00.0", bus), bus: bus,
-		linkGen: 1, linkWidth: 4, maxGen: 1, maxWidth: 4,
+		linkGen: 1, linkWidth: 4, maxGen: 1, maxWidth: 4, gpuGen: 1,
 		powerMW: 180_000, minMW: 250_000, maxMW: 250_000, defaultMW: 250_000,
 		energy: true, fan: true, tempC: 55, clockLock: true,
 	}
 }
 
 // a40 is an NVIDIA A40 (values from the a40 nvidia-smi fixture): ECC on, a
-// serial, gen4 x16, 100-300 W, passively cooled (no fan reading).
+// serial, gen4 x16, 100-300 W, persistence on, 665 MiB reserved, passively
+// cooled (no fan reading).
 func a40(bus uint32) spec {
 	return spec{
 		name: "NVIDIA A40", brand: gonvml.BRAND_NVIDIA, arch: gonvml.DEVICE_ARCH_AMPERE,
 		ccMajor: 8, ccMinor: 6, memoryBytes: 46068 << 20, serial: "1322221017584", vbios: "94.02.5C.00.03",
 		pciDeviceID: 0x223510de, busID: fmt.Sprintf("00000000:%02X:00.0", bus), bus: bus,
-		linkGen: 4, linkWidth: 16, maxGen: 4, maxWidth: 16,
+		linkGen: 4, linkWidth: 16, maxGen: 4, maxWidth: 16, gpuGen: 4, persistence: true, reserved: 665 << 20,
 		powerMW: 29_700, minMW: 100_000, maxMW: 300_000, defaultMW: 300_000,
 		energy: true, ecc: true, tempC: 34, clockLock: true,
 	}
 }
 
 // h100 is an H100 SXM5 80 GB (values from the h100-sxm5 nvidia-smi
-// fixture): Hopper, CC 9.0, gen5 x16, 200-700 W, MIG capable.
+// fixture): Hopper, CC 9.0, gen5 x16, 200-700 W, MIG capable, persistence
+// on, 454 MiB reserved.
 func h100(bus uint32) spec {
 	return spec{
 		name: "NVIDIA H100 80GB HBM3", brand: gonvml.BRAND_NVIDIA, arch: gonvml.DEVICE_ARCH_HOPPER,
 		ccMajor: 9, ccMinor: 0, memoryBytes: 81559 << 20, serial: "1654423001593", vbios: "96.00.74.00.01",
 		pciDeviceID: 0x233010de, busID: fmt.Sprintf("00000000:%02X:00.0", bus), bus: bus,
-		linkGen: 5, linkWidth: 16, maxGen: 5, maxWidth: 16,
+		linkGen: 5, linkWidth: 16, maxGen: 5, maxWidth: 16, gpuGen: 5, persistence: true, reserved: 454 << 20,
 		powerMW: 100_890, minMW: 200_000, maxMW: 700_000, defaultMW: 700_000,
 		energy: true, ecc: true, mig: true, tempC: 30, clockLock: true,
 	}
@@ -171,13 +184,15 @@ func h100(bus uint32) spec {
 // newGPU builds a hand-made mock GPU from s.
 func newGPU(index int, s spec) *gpuMock {
 	g := &gpuMock{Device: &mock.Device{}, spec: s, state: &state{}, uuid: fmt.Sprintf("GPU-%08x-0000-4000-8000-%012x", index+1, s.pciDeviceID)}
+	g.handle = g.Device
 	d := g.Device
 	d.GetUUIDFunc = func() (string, gonvml.Return) { return g.uuid, g.ret() }
 	d.GetNameFunc = func() (string, gonvml.Return) { return s.name, g.ret() }
 	d.GetBrandFunc = func() (gonvml.BrandType, gonvml.Return) { return s.brand, g.ret() }
 	d.GetArchitectureFunc = func() (gonvml.DeviceArchitecture, gonvml.Return) { return s.arch, g.ret() }
 	d.GetCudaComputeCapabilityFunc = func() (int, int, gonvml.Return) { return s.ccMajor, s.ccMinor, g.ret() }
-	d.GetMinorNumberFunc = func() (int, gonvml.Return) { return index, g.ret() }
+	g.state.minor.Store(int32(index))
+	d.GetMinorNumberFunc = func() (int, gonvml.Return) { return int(g.state.minor.Load()), g.ret() }
 	d.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
 		p := gonvml.PciInfo{Bus: s.bus, PciDeviceId: s.pciDeviceID}
 		for i := 0; i < len(s.busID) && i < len(p.BusId)-1; i++ {
@@ -202,11 +217,7 @@ func newGPU(index int, s spec) *gpuMock {
 		}
 		return gonvml.SUCCESS, g.ret()
 	}
-	d.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
-		used := g.state.memUsed.Load()
-		return gonvml.Memory{Total: s.memoryBytes, Used: used, Free: s.memoryBytes - used}, g.ret()
-	}
-	extend(d, s, g.state, g.ret)
+	extend(index, d, s, g.state, g.ret)
 	return g
 }
 
@@ -219,13 +230,22 @@ func (g *gpuMock) ret() gonvml.Return {
 }
 
 // extend sets every function that go-nvml's dgxa100 mock lacks: serial,
-// VBIOS, links, power, energy, temperature, utilization, clocks, PCIe
-// throughput, fan, ECC, processes, clock locks and events.
-func extend(d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
+// VBIOS, memory with its reserve, links, power, energy, temperature,
+// utilization, clocks, PCIe throughput, fan, ECC, persistence, processes,
+// clock locks and events.
+func extend(index int, d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
 	st.limitMW.Store(s.defaultMW)
 	st.energyMJ.Store(1_000_000_000)
-	if st.procs == nil {
-		st.procs = []gonvml.ProcessInfo{}
+	st.persistence.Store(s.persistence)
+	// Version 1 counts the driver's reserve as used, version 2 apart.
+	d.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
+		used := s.reserved + st.memUsed.Load()
+		return gonvml.Memory{Total: s.memoryBytes, Used: used, Free: s.memoryBytes - used}, ok()
+	}
+	d.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) {
+		used := st.memUsed.Load()
+		return gonvml.Memory_v2{Version: 2, Total: s.memoryBytes, Reserved: s.reserved, Used: used,
+			Free: s.memoryBytes - s.reserved - used}, ok()
 	}
 	orNS := func(supported bool) gonvml.Return {
 		if !supported {
@@ -244,6 +264,13 @@ func extend(d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
 	d.GetCurrPcieLinkWidthFunc = func() (int, gonvml.Return) { return s.linkWidth, orNS(s.linkWidth != 0) }
 	d.GetMaxPcieLinkGenerationFunc = func() (int, gonvml.Return) { return s.maxGen, orNS(s.maxGen != 0) }
 	d.GetMaxPcieLinkWidthFunc = func() (int, gonvml.Return) { return s.maxWidth, orNS(s.maxWidth != 0) }
+	d.GetGpuMaxPcieLinkGenerationFunc = func() (int, gonvml.Return) { return s.gpuGen, orNS(s.gpuGen != 0) }
+	d.GetPersistenceModeFunc = func() (gonvml.EnableState, gonvml.Return) {
+		if st.persistence.Load() {
+			return gonvml.FEATURE_ENABLED, ok()
+		}
+		return gonvml.FEATURE_DISABLED, ok()
+	}
 	d.GetPowerUsageFunc = func() (uint32, gonvml.Return) {
 		st.blockIfHung()
 		return s.powerMW, orNS(s.powerMW != 0)
@@ -252,6 +279,7 @@ func extend(d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
 		return s.minMW, s.maxMW, orNS(s.minMW != 0)
 	}
 	d.GetPowerManagementLimitFunc = func() (uint32, gonvml.Return) { return st.limitMW.Load(), orNS(s.minMW != 0) }
+	d.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return st.limitMW.Load(), orNS(s.minMW != 0) }
 	d.GetPowerManagementDefaultLimitFunc = func() (uint32, gonvml.Return) { return s.defaultMW, orNS(s.minMW != 0) }
 	d.SetPowerManagementLimitFunc = func(mw uint32) gonvml.Return {
 		if s.minMW == 0 {
@@ -294,6 +322,7 @@ func extend(d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
 	d.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) {
 		return gonvml.ClocksEventReasonSwPowerCap | gonvml.ClocksThrottleReasonHwThermalSlowdown, ok()
 	}
+	d.GetCurrentClocksThrottleReasonsFunc = d.GetCurrentClocksEventReasonsFunc // same bits, older name
 	d.GetPcieThroughputFunc = func(c gonvml.PcieUtilCounter) (uint32, gonvml.Return) {
 		switch c {
 		case gonvml.PCIE_UTIL_TX_BYTES:
@@ -311,7 +340,13 @@ func extend(d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
 		return gonvml.FEATURE_ENABLED, gonvml.FEATURE_ENABLED, ok()
 	}
 	d.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
-		return append([]gonvml.ProcessInfo(nil), st.procs...), ok()
+		return append([]gonvml.ProcessInfo{}, st.procs...), ok()
+	}
+	d.GetGraphicsRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		return append([]gonvml.ProcessInfo{}, st.graphics...), ok()
+	}
+	d.GetMPSComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		return append([]gonvml.ProcessInfo{}, st.mps...), ok()
 	}
 	d.SetGpuLockedClocksFunc = func(minMHz, maxMHz uint32) gonvml.Return {
 		if !s.clockLock {
@@ -336,25 +371,38 @@ func extend(d *mock.Device, s spec, st *state, ok func() gonvml.Return) {
 		}
 		return mask, ok()
 	}
-	d.RegisterEventsFunc = func(mask uint64, _ gonvml.EventSet) gonvml.Return {
+	d.RegisterEventsFunc = func(mask uint64, set gonvml.EventSet) gonvml.Return {
+		if r := ok(); r != gonvml.SUCCESS {
+			return r
+		}
 		st.registered.Store(mask)
-		return ok()
+		if es, isMock := set.(*eventSet); isMock {
+			es.add(index)
+		}
+		return gonvml.SUCCESS
 	}
 }
 
-// rig is a mock NVML library over some mock GPUs, with an event queue.
+// rig is a mock NVML library over some mock GPUs, with an event queue, a
+// driver version and the symbols its library exports.
 type rig struct {
 	*mock.Interface
 	gpus      []*gpuMock
 	events    chan gonvml.EventData
 	shutdowns atomic.Int32
+	creates   atomic.Int32 // event sets created
 	frees     atomic.Int32
 	waitErr   atomic.Int32 // a Return the next Wait answers with, 0 for none
 	names     map[uint32]string
+	driver    string          // what SystemGetDriverVersion answers
+	hidden    map[string]bool // symbols this library does not export
+	setsMu    sync.Mutex
+	sets      []*eventSet // every event set created, in order
 }
 
 func newRig(specs ...spec) *rig {
-	r := &rig{Interface: &mock.Interface{}, events: make(chan gonvml.EventData, 16), names: map[uint32]string{}}
+	r := &rig{Interface: &mock.Interface{}, events: make(chan gonvml.EventData, 16), names: map[uint32]string{},
+		driver: "550.54.14", hidden: map[string]bool{}}
 	for i, s := range specs {
 		r.gpus = append(r.gpus, newGPU(i, s))
 	}
@@ -365,11 +413,17 @@ func newRig(specs ...spec) *rig {
 		if i < 0 || i >= len(r.gpus) {
 			return nil, gonvml.ERROR_INVALID_ARGUMENT
 		}
-		return r.gpus[i].Device, gonvml.SUCCESS
+		return r.gpus[i].handle, gonvml.SUCCESS
 	}
 	r.ExtensionsFunc = func() gonvml.ExtendedInterface {
-		return &mock.ExtendedInterface{LookupSymbolFunc: func(string) error { return nil }}
+		return &mock.ExtendedInterface{LookupSymbolFunc: func(name string) error {
+			if r.hidden[name] {
+				return fmt.Errorf("undefined symbol: %s", name)
+			}
+			return nil
+		}}
 	}
+	r.SystemGetDriverVersionFunc = func() (string, gonvml.Return) { return r.driver, gonvml.SUCCESS }
 	r.SystemGetProcessNameFunc = func(pid int) (string, gonvml.Return) {
 		if n, ok := r.names[uint32(pid)]; ok {
 			return n, gonvml.SUCCESS
@@ -380,25 +434,102 @@ func newRig(specs ...spec) *rig {
 	return r
 }
 
+// hide makes the rig's library lack a symbol, as an older driver does.
+// Calling the function behind it fails the test: on a real host the
+// process would abort with "undefined symbol".
+func (r *rig) hide(t *testing.T, symbol string) {
+	r.hidden[symbol] = true
+	abort := func() { t.Errorf("called %s, which this driver lacks: a real process would abort", symbol) }
+	for _, g := range r.gpus {
+		d := g.Device
+		switch symbol {
+		case "nvmlDeviceGetCurrentClocksEventReasons":
+			d.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) { abort(); return 0, gonvml.ERROR_UNKNOWN }
+		case "nvmlDeviceGetMemoryInfo_v2":
+			d.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { abort(); return gonvml.Memory_v2{}, gonvml.ERROR_UNKNOWN }
+		case "nvmlDeviceGetGpuMaxPcieLinkGeneration":
+			d.GetGpuMaxPcieLinkGenerationFunc = func() (int, gonvml.Return) { abort(); return 0, gonvml.ERROR_UNKNOWN }
+		case "nvmlDeviceGetMPSComputeRunningProcesses":
+			d.GetMPSComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) { abort(); return nil, gonvml.ERROR_UNKNOWN }
+		}
+	}
+	if symbol == "nvmlSystemGetProcessName" {
+		r.SystemGetProcessNameFunc = func(int) (string, gonvml.Return) { abort(); return "", gonvml.ERROR_UNKNOWN }
+	}
+}
+
+// eventSet is a mock event set that knows which GPUs registered in it, so
+// that its wait fails with GPU_IS_LOST while one of them is lost, as
+// NVML's does.
+type eventSet struct {
+	mock.EventSet
+	mu      sync.Mutex
+	members map[int]bool
+}
+
+func (s *eventSet) add(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.members[i] = true
+}
+
+func (s *eventSet) has(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.members[i]
+}
+
+// lostMember reports whether a GPU of the set is lost.
+func (s *eventSet) lostMember(gpus []*gpuMock) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.members {
+		if gpus[i].state.lost.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // newEventSet returns a mock event set that delivers the rig's queued
-// events and otherwise times out after the requested wait, as NVML does.
+// events, fails while a registered GPU is lost, and otherwise times out
+// after the requested wait, as NVML does.
 func (r *rig) newEventSet() (gonvml.EventSet, gonvml.Return) {
-	return &mock.EventSet{
-		WaitFunc: func(ms uint32) (gonvml.EventData, gonvml.Return) {
-			if code := r.waitErr.Load(); code != 0 {
-				return gonvml.EventData{}, gonvml.Return(code)
-			}
-			t := time.NewTimer(time.Duration(ms) * time.Millisecond)
-			defer t.Stop()
-			select {
-			case e := <-r.events:
-				return e, gonvml.SUCCESS
-			case <-t.C:
-				return gonvml.EventData{}, gonvml.ERROR_TIMEOUT
-			}
-		},
-		FreeFunc: func() gonvml.Return { r.frees.Add(1); return gonvml.SUCCESS },
-	}, gonvml.SUCCESS
+	r.creates.Add(1)
+	s := &eventSet{members: map[int]bool{}}
+	s.WaitFunc = func(ms uint32) (gonvml.EventData, gonvml.Return) {
+		if code := r.waitErr.Load(); code != 0 {
+			return gonvml.EventData{}, gonvml.Return(code)
+		}
+		select { // what the driver queued before the GPU went is delivered first
+		case e := <-r.events:
+			return e, gonvml.SUCCESS
+		default:
+		}
+		if s.lostMember(r.gpus) {
+			return gonvml.EventData{}, gonvml.ERROR_GPU_IS_LOST
+		}
+		t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case e := <-r.events:
+			return e, gonvml.SUCCESS
+		case <-t.C:
+			return gonvml.EventData{}, gonvml.ERROR_TIMEOUT
+		}
+	}
+	s.FreeFunc = func() gonvml.Return { r.frees.Add(1); return gonvml.SUCCESS }
+	r.setsMu.Lock()
+	r.sets = append(r.sets, s)
+	r.setsMu.Unlock()
+	return s, gonvml.SUCCESS
+}
+
+// lastSet is the event set created last.
+func (r *rig) lastSet() *eventSet {
+	r.setsMu.Lock()
+	defer r.setsMu.Unlock()
+	return r.sets[len(r.sets)-1]
 }
 
 // xid queues an Xid event of GPU i.
@@ -407,7 +538,7 @@ func (r *rig) xid(i int, xid uint64) { r.events <- xidEvent(r.gpus[i], xid) }
 // xidEvent is the event NVML reports for an Xid of a whole GPU (no MIG
 // instance).
 func xidEvent(g *gpuMock, xid uint64) gonvml.EventData {
-	return gonvml.EventData{Device: g.Device, EventType: gonvml.EventTypeXidCriticalError, EventData: xid,
+	return gonvml.EventData{Device: g.handle, EventType: gonvml.EventTypeXidCriticalError, EventData: xid,
 		GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF}
 }
 
@@ -418,6 +549,7 @@ type dgx struct {
 	gpus      []*gpuMock
 	events    chan gonvml.EventData
 	shutdowns atomic.Int32
+	rig       *rig // the event plumbing
 }
 
 // a100 is the spec behind the readings added to dgxa100's devices.
@@ -426,7 +558,7 @@ func a100(bus uint32) spec {
 		name: "Mock NVIDIA A100-SXM4-40GB", brand: gonvml.BRAND_NVIDIA, arch: gonvml.DEVICE_ARCH_AMPERE,
 		ccMajor: 8, ccMinor: 0, memoryBytes: 42949672960, serial: fmt.Sprintf("13240210%05d", bus), vbios: "92.00.45.00.06",
 		pciDeviceID: 0x20b010de, bus: bus,
-		linkGen: 4, linkWidth: 16, maxGen: 4, maxWidth: 16,
+		linkGen: 4, linkWidth: 16, maxGen: 4, maxWidth: 16, gpuGen: 4, persistence: true,
 		powerMW: 61_000, minMW: 100_000, maxMW: 400_000, defaultMW: 400_000,
 		energy: true, ecc: true, mig: true, tempC: 31, clockLock: true,
 	}
@@ -444,8 +576,9 @@ func newDGX(mods ...func(*spec)) *dgx {
 		for _, m := range mods {
 			m(&s)
 		}
-		g := &gpuMock{Device: &d.Device, spec: s, state: &state{}, uuid: d.UUID}
-		extend(&d.Device, s, g.state, g.ret)
+		g := &gpuMock{Device: &d.Device, handle: h, spec: s, state: &state{}, uuid: d.UUID}
+		extend(i, &d.Device, s, g.state, g.ret)
+		d.GetUUIDFunc = func() (string, gonvml.Return) { return d.UUID, g.ret() }
 		// dgxa100 fills only PciDeviceId; keep BusId empty (as it is) but
 		// give the numeric bus so the fallback has something to build on.
 		d.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
@@ -455,8 +588,8 @@ func newDGX(mods ...func(*spec)) *dgx {
 	}
 	x.ShutdownFunc = func() gonvml.Return { x.shutdowns.Add(1); return gonvml.SUCCESS }
 	x.SystemGetProcessNameFunc = func(int) (string, gonvml.Return) { return "python3", gonvml.SUCCESS }
-	r := &rig{events: x.events}
-	x.EventSetCreateFunc = r.newEventSet
+	x.rig = &rig{events: x.events, gpus: x.gpus}
+	x.EventSetCreateFunc = x.rig.newEventSet
 	return x
 }
 

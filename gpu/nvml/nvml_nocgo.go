@@ -52,3 +52,4 @@ func (*Backend) ResetClocks(context.Context, int) error                { return 
 func (*Backend) Processes(context.Context, int) ([]gpu.Process, error) { return nil, errNoCgo }
 func (*Backend) SetMIG(context.Context, int, bool) error               { return errNoCgo }
 func (*Backend) WatchEvents(context.Context, chan<- gpu.Event) error   { return errNoCgo }
+func (*Backend) DriverVersion() string                                 { return "" }

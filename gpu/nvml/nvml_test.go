@@ -30,24 +30,33 @@ func TestInventoryHandBuiltCards(t *testing.T) {
 	require.Len(t, devs, len(r.gpus))
 
 	tests := []struct {
-		name        string
-		class       gpu.Class
-		arch        gpu.Architecture
-		serial      bool
-		ecc         gpu.Feature
-		mig         gpu.Feature
-		busID       string
-		linkCurrent gpu.Link
-		linkMax     gpu.Link
+		name             string
+		class            gpu.Class
+		arch             gpu.Architecture
+		serial           bool
+		ecc              gpu.Feature
+		mig              gpu.Feature
+		busID            string
+		linkCurrent      gpu.Link
+		linkMax          gpu.Link
+		gpuGen, hostGen  int
+		persistence      gpu.Feature
+		genLim, widthLim gpu.LinkLimit
 	}{
-		// A 10 GiB GeForce on a gen1 x1 riser: nothing datacenter about it.
-		// The max width stays the card's x16; the riser shows only in the
-		// current width.
-		{"rtx3080", gpu.ClassConsumer, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0a:00.0", gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 16}},
+		// A 10 GiB GeForce on a USB x1 riser in an x16 slot held at gen1:
+		// nothing datacenter about it. The max width is slot and card's
+		// x16; the riser shows only in the current width, the slot only in
+		// the card's own gen 4 above the max.
+		{"rtx3080", gpu.ClassConsumer, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0a:00.0",
+			gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 16}, 4, 1, gpu.FeatureDisabled, gpu.LinkLimitSlot, gpu.LinkLimitRiser},
 		// Calls itself "NVIDIA Graphics Device"; only its PCI id tells.
-		{"cmp170hx", gpu.ClassMining, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0b:00.0", gpu.Link{Gen: 1, Width: 4}, gpu.Link{Gen: 1, Width: 4}},
-		{"a40", gpu.ClassDatacenter, gpu.ArchAmpere, true, gpu.FeatureEnabled, gpu.FeatureUnsupported, "0000:41:00.0", gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 4, Width: 16}},
-		{"h100", gpu.ClassDatacenter, gpu.ArchHopper, true, gpu.FeatureEnabled, gpu.FeatureDisabled, "0000:81:00.0", gpu.Link{Gen: 5, Width: 16}, gpu.Link{Gen: 5, Width: 16}},
+		// Fused to gen1 x4: the card is the limit, not the slot.
+		{"cmp170hx", gpu.ClassMining, gpu.ArchAmpere, false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, "0000:0b:00.0",
+			gpu.Link{Gen: 1, Width: 4}, gpu.Link{Gen: 1, Width: 4}, 1, 0, gpu.FeatureDisabled, gpu.LinkLimitCard, gpu.LinkLimitCard},
+		{"a40", gpu.ClassDatacenter, gpu.ArchAmpere, true, gpu.FeatureEnabled, gpu.FeatureUnsupported, "0000:41:00.0",
+			gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 4, Width: 16}, 4, 0, gpu.FeatureEnabled, gpu.LinkLimitNone, gpu.LinkLimitNone},
+		{"h100", gpu.ClassDatacenter, gpu.ArchHopper, true, gpu.FeatureEnabled, gpu.FeatureDisabled, "0000:81:00.0",
+			gpu.Link{Gen: 5, Width: 16}, gpu.Link{Gen: 5, Width: 16}, 5, 0, gpu.FeatureEnabled, gpu.LinkLimitNone, gpu.LinkLimitNone},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +78,15 @@ func TestInventoryHandBuiltCards(t *testing.T) {
 			assert.Equal(t, s.pciDeviceID, d.PCIDeviceID)
 			assert.Equal(t, tt.linkCurrent, d.LinkCurrent)
 			assert.Equal(t, tt.linkMax, d.LinkMax)
+			assert.Equal(t, tt.gpuGen, d.LinkMaxGPUGen, "the GPU's own generation")
+			assert.Equal(t, tt.hostGen, d.LinkMaxHostGen, "the host's, known when it is the lower")
+			assert.Equal(t, tt.persistence, d.Persistence)
+			if s.reserved > 0 {
+				assert.Equal(t, gpu.Some(s.reserved), d.ReservedMemoryBytes)
+			}
+			r := gpu.Assess(d, gpu.Health{Healthy: true})
+			assert.Equal(t, tt.genLim, r.GenLimit, "%v", r.Notes)
+			assert.Equal(t, tt.widthLim, r.WidthLimit, "%v", r.Notes)
 			assert.Equal(t, tt.ecc, d.ECC, "ECC")
 			assert.Equal(t, tt.mig, d.MIG, "MIG")
 			assert.Equal(t, i, d.Minor)
@@ -279,6 +297,8 @@ func TestNotSupportedNeverFailsTheDevice(t *testing.T) {
 	g.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 	g.GetPcieThroughputFunc = func(gonvml.PcieUtilCounter) (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 	g.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) { return gonvml.Memory{}, gonvml.ERROR_NOT_SUPPORTED }
+	g.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, gonvml.ERROR_NOT_SUPPORTED }
+	g.GetPersistenceModeFunc = func() (gonvml.EnableState, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 
 	b := newTestBackend(t, r)
 	devs, err := b.Devices(t.Context())
@@ -289,6 +309,8 @@ func TestNotSupportedNeverFailsTheDevice(t *testing.T) {
 	assert.Equal(t, gpu.ArchUnknown, d.Architecture)
 	assert.Equal(t, gpu.Link{}, d.LinkCurrent)
 	assert.False(t, d.PowerLimit.Valid)
+	assert.Equal(t, gpu.FeatureUnsupported, d.Persistence)
+	assert.False(t, d.ReservedMemoryBytes.Valid)
 	assert.Equal(t, -1, d.Minor, "an unknown minor never points at another GPU's node")
 
 	dst := []gpu.Sample{{Index: 0}}
@@ -421,8 +443,8 @@ func TestSetPowerLimit(t *testing.T) {
 }
 
 // TestPowerLimitsInventoryAgrees: discovery and PowerLimits read the limits
-// the same way, so the inventory and a later read agree, including the
-// fallback of a board that does not report its default limit.
+// the same way, so the inventory and a later read agree, including a board
+// that does not report its default limit.
 func TestPowerLimitsInventoryAgrees(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -433,14 +455,25 @@ func TestPowerLimitsInventoryAgrees(t *testing.T) {
 	}{
 		{"all reported", func(*gpuMock) {},
 			gpu.Some(gpu.PowerLimits{CurrentW: 300, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
-		{"no default limit: the current one stands in", func(g *gpuMock) {
+		// A guessed default would make "reset to default" restore the
+		// current limit and report success.
+		{"no default limit: left unknown, not guessed", func(g *gpuMock) {
 			g.state.limitMW.Store(250_000)
 			g.GetPowerManagementDefaultLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
-		}, gpu.Some(gpu.PowerLimits{CurrentW: 250, DefaultW: 250, MinW: 100, MaxW: 300}), nil, ""},
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 250, DefaultW: 0, MinW: 100, MaxW: 300}), nil, ""},
+		// Another limit (the board's, a second tool's) may hold the GPU
+		// below the management limit: the one in force is what counts.
+		{"enforced limit below the management limit", func(g *gpuMock) {
+			g.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return 180_000, gonvml.SUCCESS }
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 180, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
+		{"no enforced limit: the management limit", func(g *gpuMock) {
+			g.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
+		}, gpu.Some(gpu.PowerLimits{CurrentW: 300, DefaultW: 300, MinW: 100, MaxW: 300}), nil, ""},
 		{"constraints refused", func(g *gpuMock) {
 			g.GetPowerManagementLimitConstraintsFunc = func() (uint32, uint32, gonvml.Return) { return 0, 0, gonvml.ERROR_NO_PERMISSION }
 		}, gpu.Optional[gpu.PowerLimits]{}, gpu.ErrPermission, "get power limit constraints"},
 		{"limit unsupported", func(g *gpuMock) {
+			g.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 			g.GetPowerManagementLimitFunc = func() (uint32, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
 		}, gpu.Optional[gpu.PowerLimits]{}, gpu.ErrUnsupported, "get power limit"},
 	}

@@ -9,6 +9,14 @@ import (
 	"github.com/gpufarm/gpufarm/gpu"
 )
 
+// OldestDriver is the oldest NVIDIA driver branch the backend is built for:
+// R470, which ex-mining rigs commonly still run. Older drivers load too;
+// every call newer than the installed driver is skipped for its fallback
+// (see newerCalls), never called.
+const OldestDriver = "470"
+
+const oldestDriverMajor = 470
+
 // Option configures New.
 type Option func(*config)
 
@@ -16,6 +24,10 @@ type Option func(*config)
 // loop looks at its context again. It bounds how late WatchEvents notices
 // that it should stop (NVML's wait cannot be interrupted).
 const DefaultEventWait = 500 * time.Millisecond
+
+// pcieCostWorthLogging is the cost of one Sample's PCIe throughput reads
+// from which New tells the operator about it.
+const pcieCostWorthLogging = 5 * time.Millisecond
 
 // closeGrace bounds how long Close waits for NVML calls still running
 // (an event wait, or a call a caller abandoned) before it gives up rather
@@ -27,6 +39,7 @@ type config struct {
 	log       *slog.Logger
 	clock     gpu.Clock
 	eventWait time.Duration
+	pcieTput  bool
 	lib       libConfig // build-specific: the injected go-nvml library
 	errs      []error
 }
@@ -78,12 +91,22 @@ func WithEventWait(d time.Duration) Option {
 	}
 }
 
+// WithPCIeThroughput sets whether Sample reads PCIe throughput (default
+// true). NVML measures it over a 20 ms window and the call may block for
+// that window: the two counters may add 40 ms per GPU to every Sample, and
+// Sample holds the NVML slot meanwhile, so control calls wait. New
+// measures what the reads cost on this host and logs it.
+func WithPCIeThroughput(enabled bool) Option {
+	return func(c *config) { c.pcieTput = enabled }
+}
+
 // newConfig applies opts and reports every bad option at once.
 func newConfig(opts []Option) (config, error) {
 	c := config{
 		log:       slog.New(slog.DiscardHandler),
 		clock:     gpu.SystemClock{},
 		eventWait: DefaultEventWait,
+		pcieTput:  true,
 	}
 	for _, o := range opts {
 		if o == nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
@@ -55,8 +56,9 @@ func (p probe) String() string {
 	return strings.Join(names, ",")
 }
 
-// pcieKB is NVML's KB in PCIe throughput: nvml.h reports it in KB/s, and
-// NVML's kilobytes are 1024 bytes.
+// pcieKB is the KB of NVML's PCIe throughput. nvml.h says only "KB/s"
+// and does not define KB; we take 1024 bytes. Were it 1000, the readings
+// would be 2.4% high, well inside what a 20 ms window varies.
 const pcieKB = 1024
 
 // probeTelemetry samples every telemetry call once at discovery so that the
@@ -66,6 +68,24 @@ func (b *Backend) probeTelemetry(p *prober) {
 	if err := b.sampleDevice(p.d, &s); err != nil && p.lost == nil {
 		p.lost = err
 	}
+}
+
+// pcieThroughputCost times the PCIe throughput reads of one Sample. NVML
+// counts bytes over a 20 ms window and may block for it, which a mock
+// never shows; New logs what it costs on the real host.
+func (b *Backend) pcieThroughputCost(devs []*device) time.Duration {
+	var total time.Duration
+	for _, d := range devs {
+		skip := probe(d.skip.Load())
+		if d.broken != nil || skip&(probePCIeTx|probePCIeRx) == probePCIeTx|probePCIeRx {
+			continue
+		}
+		start := time.Now()
+		d.h.GetPcieThroughput(gonvml.PCIE_UTIL_TX_BYTES)
+		d.h.GetPcieThroughput(gonvml.PCIE_UTIL_RX_BYTES)
+		total += time.Since(start)
+	}
+	return total
 }
 
 // Sample reads the telemetry of the devices dst names. It does not
@@ -112,26 +132,47 @@ func (b *Backend) sampleInto(dst []gpu.Sample) error {
 	for i := range dst {
 		s := &dst[i]
 		idx := s.Index
-		*s = gpu.Sample{Index: idx, Time: now}
-		if idx < 0 || idx >= len(b.devs) {
-			errs = append(errs, &gpu.DeviceError{Index: idx, Err: fmt.Errorf("%w: no GPU with index %d: this node has %d", gpu.ErrNotFound, idx, len(b.devs))})
-			continue
+		*s = gpu.Sample{} // cleared in place: no Sample-sized temporary on the stack
+		s.Index, s.Time = idx, now
+		var d *device
+		if idx >= 0 && idx < len(b.devs) {
+			d = b.devs[idx]
+			s.UUID = d.uuid
 		}
-		d := b.devs[idx]
-		s.UUID = d.uuid
-		if d.broken != nil {
-			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: d.broken})
+		if d == nil || d.broken != nil {
+			errs = append(errs, b.sampleErr(s, d, nil))
 			continue
 		}
 		if err := b.sampleDevice(d, s); err != nil {
-			*s = gpu.Sample{Index: idx, UUID: d.uuid, Time: now}
-			errs = append(errs, &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: err})
+			errs = append(errs, b.sampleErr(s, d, err))
 		}
 	}
 	if errs == nil {
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// sampleErr is the error of one device in a Sample, and clears its
+// readings. It is kept out of line on purpose: the guarded Sample runs on
+// a fresh goroutine, and a larger frame in the loop above would make its
+// stack grow (and be copied) on every call.
+//
+//go:noinline
+func (b *Backend) sampleErr(s *gpu.Sample, d *device, err error) error {
+	idx, now := s.Index, s.Time
+	*s = gpu.Sample{}
+	s.Index, s.Time = idx, now
+	switch {
+	case d == nil:
+		return &gpu.DeviceError{Index: idx, Err: fmt.Errorf("%w: no GPU with index %d: this node has %d", gpu.ErrNotFound, idx, len(b.devs))}
+	case d.broken != nil:
+		s.UUID = d.uuid
+		return &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: d.broken}
+	default:
+		s.UUID = d.uuid
+		return &gpu.DeviceError{Index: idx, UUID: d.uuid, Err: err}
+	}
 }
 
 // sampleDevice reads every telemetry field d supports into s. It returns
@@ -174,9 +215,9 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 		}
 	}
 	if skip&probeMemory == 0 {
-		var m gonvml.Memory
-		if m, ret = h.GetMemoryInfo(); b.read(d, probeMemory, ret) {
-			s.MemoryUsedBytes = gpu.Some(m.Used)
+		var used uint64
+		if used, ret = memoryUsed(d); b.read(d, probeMemory, ret) {
+			s.MemoryUsedBytes = gpu.Some(used)
 		} else if ret == gonvml.ERROR_GPU_IS_LOST {
 			return Error{Op: "get memory info", Code: ret}
 		}
@@ -198,8 +239,15 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 		}
 	}
 	if skip&probeClockEvents == 0 {
+		// Both calls return the same bits; drivers before R535 have only
+		// the older name, and calling the newer one there aborts.
 		var reasons uint64
-		if reasons, ret = h.GetCurrentClocksEventReasons(); b.read(d, probeClockEvents, ret) {
+		if b.has[symClockEvents] {
+			reasons, ret = h.GetCurrentClocksEventReasons()
+		} else {
+			reasons, ret = h.GetCurrentClocksThrottleReasons()
+		}
+		if b.read(d, probeClockEvents, ret) {
 			s.ClockEvents = gpu.Some(gpu.ClockEvents(reasons))
 		} else if ret == gonvml.ERROR_GPU_IS_LOST {
 			return Error{Op: "get clock event reasons", Code: ret}
@@ -246,6 +294,21 @@ func (b *Backend) sampleDevice(d *device, s *gpu.Sample) error {
 		}
 	}
 	return nil
+}
+
+// memoryUsed reads the memory in use. Version 2's used leaves out the
+// driver's reserve, so an idle GPU reads 0; version 1 (before R510) counts
+// the reserve. Out of line for the same reason as sampleErr: both memory
+// structs in sampleDevice's frame would grow the guarded goroutine's stack.
+//
+//go:noinline
+func memoryUsed(d *device) (uint64, gonvml.Return) {
+	if d.memV2 {
+		m, ret := d.h.GetMemoryInfo_v2()
+		return m.Used, ret
+	}
+	m, ret := d.h.GetMemoryInfo()
+	return m.Used, ret
 }
 
 // read reports whether a telemetry call succeeded. NOT_SUPPORTED is

@@ -49,8 +49,8 @@ func ExampleNew() {
 	fmt.Printf("gpu 0: %.2f W, %d%% util, %d C, clocks held by %v, energy counter present: %v\n",
 		s[0].PowerW.Value, s[0].GPUUtilPct.Value, s[0].TemperatureC.Value, s[0].ClockEvents.Value, s[0].EnergyMJ.Valid)
 	// Output:
-	// 0 0000:01:00.0 NVIDIA GeForce RTX 3080 10240 MiB link gen1 x1 (max gen1 x16) limit 320 W
-	// 1 0000:02:00.0 NVIDIA GeForce RTX 3080 10240 MiB link gen1 x1 (max gen1 x16) limit 320 W
+	// 0 0000:01:00.0 NVIDIA GeForce RTX 3080 10240 MiB link gen1 x1 (max gen1 x1) limit 320 W
+	// 1 0000:02:00.0 NVIDIA GeForce RTX 3080 10240 MiB link gen1 x1 (max gen1 x1) limit 320 W
 	// gpu 0: 220.00 W, 100% util, 56 C, clocks held by sw-power-cap, energy counter present: false
 }
 

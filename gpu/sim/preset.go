@@ -67,13 +67,24 @@ func repeat(n int, c Card) []Card {
 	return cards
 }
 
-// riser3080 is an RTX 3080 on a USB x1 riser in a slot the rig's BIOS
-// forces to gen 1, the classic Ethereum rig. Its driver does not expose the
-// energy counter (NOT_SUPPORTED), so consumers must integrate power.
+// riser3080 is an RTX 3080 on a USB x1 riser in one of a mining board's x1
+// slots, which the rig's BIOS forces to gen 1: the classic Ethereum rig.
+// Its driver does not expose the energy counter (NOT_SUPPORTED), so
+// consumers must integrate power.
 func riser3080() Card {
 	c := RTX3080()
 	c.Slot = gpu.Link{Gen: 1, Width: 1}
+	c.Riser = 1
 	c.EnergyCounter = false
+	return c
+}
+
+// riser3080InX16 is the same card on the same riser in the board's one x16
+// slot: NVML's max width is then the slot's 16 and only the trained width
+// shows the riser.
+func riser3080InX16() Card {
+	c := riser3080()
+	c.Slot.Width = 16
 	return c
 }
 
@@ -87,7 +98,7 @@ func slot3090() Card {
 func rtx3080RiserPreset() Preset {
 	return Preset{
 		Name:        PresetRTX3080Riser,
-		Description: "8x GeForce RTX 3080 10 GB on PCIe gen1 x1 risers (ex-Ethereum rig, no energy counter)",
+		Description: "8x GeForce RTX 3080 10 GB on PCIe gen1 x1 risers in x1 slots (ex-Ethereum rig, no energy counter)",
 		Cards:       busIDs(repeat(8, riser3080()), 1, 2, 3, 4, 5, 6, 7, 8),
 	}
 }
@@ -127,10 +138,10 @@ func a100Preset() Preset {
 }
 
 func mixedPreset() Preset {
-	cards := []Card{riser3080(), riser3080(), slot3090(), slot3090(), A40(), A40(), CMP170HX(), CMP170HX()}
+	cards := []Card{riser3080InX16(), riser3080(), slot3090(), slot3090(), A40(), A40(), CMP170HX(), CMP170HX()}
 	return Preset{
 		Name:        PresetMixed,
-		Description: "mixed rig: 2x RTX 3080 on gen1 x1 risers, 2x RTX 3090 gen3 x16, 2x A40, 2x CMP 170HX",
+		Description: "mixed rig: 2x RTX 3080 on gen1 x1 risers (one in an x16 slot), 2x RTX 3090 gen3 x16, 2x A40, 2x CMP 170HX",
 		Cards:       busIDs(cards, 1, 2, 3, 4, 5, 6, 7, 8),
 	}
 }

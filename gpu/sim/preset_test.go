@@ -30,6 +30,11 @@ type smiCard struct {
 	linkIdleGen, linkIdleWidth        int
 	hasSerial, eccEnabled, migCapable bool
 	displayActive                     bool
+	// Text dumps only: the card's own max generation, persistence mode
+	// and the driver's reserve.
+	deviceMaxGen int
+	persistence  string
+	reservedMiB  uint64
 }
 
 // readSMI parses the first GPU of a text (`nvidia-smi -q`) or XML
@@ -89,6 +94,9 @@ func parseSMIText(t *testing.T, s string) smiCard {
 	c.eccEnabled = textField(t, s, "ECC Mode", "Current") == "Enabled"
 	c.migCapable = textField(t, s, "MIG Mode", "Current") != "N/A"
 	c.displayActive = textField(t, s, "", "Display Active") == "Enabled"
+	c.deviceMaxGen = int(num(t, textField(t, link, "", "Device Max")))
+	c.persistence = textField(t, s, "", "Persistence Mode")
+	c.reservedMiB = uint64(num(t, strings.TrimSuffix(textField(t, s, "FB Memory Usage", "Reserved"), " MiB")))
 	return c
 }
 
@@ -175,6 +183,37 @@ func TestModelsMatchFixtures(t *testing.T) {
 	}
 }
 
+// TestModelsMatchFixturePersistenceAndReserve checks what only the text
+// dumps print: the card's own max PCIe generation, persistence mode and
+// the memory the driver reserves.
+func TestModelsMatchFixturePersistenceAndReserve(t *testing.T) {
+	tests := []struct {
+		name    string
+		card    sim.Card
+		fixture string
+		// The 80 GB A100's reserve says nothing of the 40 GB board's.
+		reserve bool
+	}{
+		{"RTX 3080", sim.RTX3080(), "rtx3080_driver550.54.14.txt", true},
+		{"RTX 3090", sim.RTX3090(), "rtx3090_x2_driver560.35.03.txt", true},
+		{"A40", sim.A40(), "a40_x10_driver550.127.05.txt", true},
+		{"A100 SXM4", sim.A100SXM440GB(), "a100-sxm4-80gb_x4_driver555.42.02.txt", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := readSMI(t, tt.fixture)
+			c := tt.card
+			assert.Equal(t, want.deviceMaxGen, c.DeviceLink.Gen, "the card's own max generation")
+			assert.Equal(t, strings.ToLower(want.persistence), c.Persistence.String(), "persistence mode")
+			if tt.reserve {
+				assert.Equal(t, want.reservedMiB<<20, c.ReservedMemoryBytes, "reserved memory")
+			} else {
+				assert.Zero(t, c.ReservedMemoryBytes, "unknown, not guessed")
+			}
+		})
+	}
+}
+
 func TestPresetInventory(t *testing.T) {
 	uuidRE := regexp.MustCompile(`^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	tests := []struct {
@@ -191,22 +230,28 @@ func TestPresetInventory(t *testing.T) {
 		serial      bool
 		ecc, mig    gpu.Feature
 		energyValid bool
+		// The card's own max generation, the host's when it is the
+		// lower, persistence mode and the reserve.
+		gpuGen, hostGen int
+		persistence     gpu.Feature
+		reserved        gpu.Optional[uint64]
 	}{
+		// x1 slots held at gen 1: NVML's max is the slot's gen1 x1.
 		{"rtx3080-riser", 8, "NVIDIA GeForce RTX 3080", gpu.ClassConsumer, gpu.ComputeCapability{Major: 8, Minor: 6}, 0x220610de, 10240,
-			gpu.PowerLimits{CurrentW: 320, DefaultW: 320, MinW: 100, MaxW: 336}, gpu.Link{Gen: 1, Width: 16}, gpu.Link{Gen: 1, Width: 1},
-			false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, false},
+			gpu.PowerLimits{CurrentW: 320, DefaultW: 320, MinW: 100, MaxW: 336}, gpu.Link{Gen: 1, Width: 1}, gpu.Link{Gen: 1, Width: 1},
+			false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, false, 4, 1, gpu.FeatureDisabled, gpu.Some[uint64](239 << 20)},
 		{"rtx3090", 6, "NVIDIA GeForce RTX 3090", gpu.ClassConsumer, gpu.ComputeCapability{Major: 8, Minor: 6}, 0x220410de, 24576,
 			gpu.PowerLimits{CurrentW: 350, DefaultW: 350, MinW: 100, MaxW: 350}, gpu.Link{Gen: 3, Width: 16}, gpu.Link{Gen: 1, Width: 16},
-			false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, true},
+			false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, true, 4, 3, gpu.FeatureEnabled, gpu.Some[uint64](422 << 20)},
 		{"a40", 8, "NVIDIA A40", gpu.ClassDatacenter, gpu.ComputeCapability{Major: 8, Minor: 6}, 0x223510de, 46068,
 			gpu.PowerLimits{CurrentW: 300, DefaultW: 300, MinW: 100, MaxW: 300}, gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 1, Width: 16},
-			true, gpu.FeatureEnabled, gpu.FeatureUnsupported, true},
+			true, gpu.FeatureEnabled, gpu.FeatureUnsupported, true, 4, 0, gpu.FeatureEnabled, gpu.Some[uint64](665 << 20)},
 		{"cmp170hx", 8, "NVIDIA CMP 170HX", gpu.ClassMining, gpu.ComputeCapability{Major: 8, Minor: 0}, 0x20c210de, 8192,
 			gpu.PowerLimits{CurrentW: 250, DefaultW: 250, MinW: 250, MaxW: 250}, gpu.Link{Gen: 1, Width: 4}, gpu.Link{Gen: 1, Width: 4},
-			false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, true},
+			false, gpu.FeatureUnsupported, gpu.FeatureUnsupported, true, 1, 0, gpu.FeatureDisabled, gpu.Optional[uint64]{}},
 		{"a100", 8, "NVIDIA A100-SXM4-40GB", gpu.ClassDatacenter, gpu.ComputeCapability{Major: 8, Minor: 0}, 0x20b010de, 40960,
 			gpu.PowerLimits{CurrentW: 400, DefaultW: 400, MinW: 100, MaxW: 400}, gpu.Link{Gen: 4, Width: 16}, gpu.Link{Gen: 4, Width: 16},
-			true, gpu.FeatureEnabled, gpu.FeatureDisabled, true},
+			true, gpu.FeatureEnabled, gpu.FeatureDisabled, true, 4, 0, gpu.FeatureEnabled, gpu.Optional[uint64]{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.preset, func(t *testing.T) {
@@ -236,6 +281,10 @@ func TestPresetInventory(t *testing.T) {
 				assert.Equal(t, gpu.Some(tt.limits), d.PowerLimit)
 				assert.Equal(t, tt.linkMax, d.LinkMax, "max link")
 				assert.Equal(t, tt.linkIdle, d.LinkCurrent, "idle link")
+				assert.Equal(t, tt.gpuGen, d.LinkMaxGPUGen, "the card's own generation")
+				assert.Equal(t, tt.hostGen, d.LinkMaxHostGen, "the host's generation")
+				assert.Equal(t, tt.persistence, d.Persistence)
+				assert.Equal(t, tt.reserved, d.ReservedMemoryBytes)
 				assert.Equal(t, tt.serial, d.Serial != "", "serial %q", d.Serial)
 				assert.Equal(t, tt.ecc, d.ECC)
 				assert.Equal(t, tt.mig, d.MIG)
@@ -261,6 +310,16 @@ func TestMixedPreset(t *testing.T) {
 		"NVIDIA CMP 170HX", "NVIDIA CMP 170HX",
 	}, names)
 	assert.Equal(t, gpu.Link{Gen: 1, Width: 1}, devs[0].LinkCurrent, "the 3080s sit on risers")
+	assert.Equal(t, gpu.Link{Gen: 1, Width: 1}, devs[1].LinkCurrent)
+	// What NVML can tell of the two risers, and so what readiness says.
+	assert.Equal(t, gpu.Link{Gen: 1, Width: 16}, devs[0].LinkMax, "a riser in the x16 slot: the slot's width")
+	assert.Equal(t, gpu.Link{Gen: 1, Width: 1}, devs[1].LinkMax, "a riser in an x1 slot: the slot's one lane")
+	r0, r1 := gpu.Assess(devs[0], gpu.Health{Healthy: true}), gpu.Assess(devs[1], gpu.Health{Healthy: true})
+	assert.Equal(t, gpu.LinkLimitRiser, r0.WidthLimit)
+	assert.Equal(t, gpu.LinkLimitSlot, r1.WidthLimit)
+	assert.Equal(t, gpu.LinkLimitSlot, r0.GenLimit, "the BIOS holds the slots at gen 1; the card can do gen 4")
+	cmp := gpu.Assess(devs[6], gpu.Health{Healthy: true})
+	assert.Equal(t, [2]gpu.LinkLimit{gpu.LinkLimitCard, gpu.LinkLimitCard}, [2]gpu.LinkLimit{cmp.GenLimit, cmp.WidthLimit}, "CMP: the card")
 }
 
 func TestPresetIdentityIsStable(t *testing.T) {
@@ -302,9 +361,13 @@ func TestNewRejectsBadCards(t *testing.T) {
 	dup.PCIBusID = "0000:01:00.0"
 	dup2 := sim.A40()
 	dup2.PCIBusID = "01:00.0"
-	_, err := sim.New(sim.Preset{Name: "custom", Cards: []sim.Card{bad, dup, dup2}})
+	riser := sim.A40()
+	riser.Riser = -1
+	riser.ReservedMemoryBytes = riser.MemoryBytes
+	_, err := sim.New(sim.Preset{Name: "custom", Cards: []sim.Card{bad, dup, dup2, riser}})
 	require.ErrorIs(t, err, gpu.ErrInvalid)
-	for _, want := range []string{"card 0", "no memory", "power limits", "0000:01:00.0 already used by card 1"} {
+	for _, want := range []string{"card 0", "no memory", "power limits", "0000:01:00.0 already used by card 1",
+		"card 3", "riser of -1 lanes", "reserved memory"} {
 		assert.Contains(t, err.Error(), want, "every problem is reported at once")
 	}
 

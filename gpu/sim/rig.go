@@ -147,6 +147,11 @@ func inventory(p Preset) ([]gpu.Device, error) {
 		d.ComputeCapability, d.MemoryBytes, d.VBIOS = c.ComputeCapability, c.MemoryBytes, c.VBIOS
 		d.PCIDeviceID, d.ECC, d.MIG = c.PCIDeviceID, c.ECC, c.MIG
 		d.LinkMax = c.linkMax()
+		d.LinkMaxGPUGen, d.LinkMaxHostGen = c.DeviceLink.Gen, c.hostGen()
+		d.Persistence = c.Persistence
+		if c.ReservedMemoryBytes > 0 {
+			d.ReservedMemoryBytes = gpu.Some(c.ReservedMemoryBytes)
+		}
 		d.UUID = c.UUID
 		if d.UUID == "" {
 			d.UUID = deriveUUID(p.Name, i)
@@ -197,6 +202,12 @@ func validateCard(c Card) []error {
 	}
 	if c.Slot.Gen < 0 || c.Slot.Gen > 6 || c.Slot.Width < 0 {
 		errs = append(errs, fmt.Errorf("slot link %v: want gen 0-6 and a non-negative width", c.Slot))
+	}
+	if c.Riser < 0 {
+		errs = append(errs, fmt.Errorf("riser of %d lanes: want 0 (none) or more", c.Riser))
+	}
+	if c.ReservedMemoryBytes >= c.MemoryBytes && c.MemoryBytes > 0 {
+		errs = append(errs, fmt.Errorf("reserved memory %d bytes: want less than the card's %d", c.ReservedMemoryBytes, c.MemoryBytes))
 	}
 	if p := c.Power; p.MaxW > 0 {
 		if !(p.MinW > 0 && p.MinW <= p.DefaultW && p.DefaultW <= p.MaxW) {
