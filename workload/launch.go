@@ -251,8 +251,18 @@ func (r *runner) abandonAs(ctx context.Context, e *entry, ref isolation.Ref, to 
 	if to == StateQueued && !e.paid {
 		to = StateFailed // a miner is not requeued: the filler makes a new one
 	}
-	evType := map[State]EventType{StateQueued: EventQueued, StateFailed: EventFailed, StateCancelled: EventCancelled}[to]
 	_ = r.commit(ctx, e, func() (change, bool) {
+		to, reason := to, reason
+		switch {
+		case e.w.Outcome == StateCancelled:
+			to, reason = StateCancelled, "cancelled before it started"
+		case to == StateQueued && e.abortTo == StateFailed:
+			to, reason = StateFailed, e.abortWhy
+		}
+		evType := finalEvent[to]
+		if to == StateQueued {
+			evType = EventQueued
+		}
 		return change{to: to, reason: reason, edit: func(w *Workload) {
 			if to == StateQueued {
 				w.GPUs = nil

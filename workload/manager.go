@@ -46,6 +46,7 @@ type Manager struct {
 	minerN    int
 	node      string // why the whole node is cordoned, or ""
 
+	loaded     bool  // the store's records are in memory
 	storeErr   error // the last store write failed; new launches wait
 	storeSince time.Time
 
@@ -208,6 +209,41 @@ func (m *Manager) usable(needRun bool) error {
 	case needRun && m.life == stopped:
 		return errorf(ErrClosed, "workload manager's Run has returned: make a new Manager over the same store and runtime, and run it")
 	}
+	return m.load()
+}
+
+// load reads the records and the node settings from the store, once,
+// before anything reads or changes them: a call made right after New
+// sees the workloads an earlier manager left. The caller holds m.mu.
+func (m *Manager) load() error {
+	if m.loaded {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.o.storeTimeout)
+	defer cancel()
+	recs, err := m.store.List(ctx)
+	if err != nil {
+		return errorf(ErrStore, "load workload records: %w", err)
+	}
+	if err := m.loadCordons(ctx); err != nil {
+		return errorf(ErrStore, "load cordons: %w", err)
+	}
+	if es, ok := m.store.(EventStore); ok {
+		last, err := es.LastSeq(ctx)
+		if err != nil {
+			return errorf(ErrStore, "load the event log: %w", err)
+		}
+		m.seq = max(m.seq, last)
+	}
+	for _, w := range recs {
+		m.seq = max(m.seq, w.Seq)
+		e := newEntry(w)
+		m.work[w.Spec.ID] = e
+		if w.State.live() {
+			m.live[w.Spec.ID] = e
+		}
+	}
+	m.loaded = true
 	return nil
 }
 
@@ -311,6 +347,9 @@ func rank(s State) int {
 
 // entry finds a workload by ID. The caller holds m.mu.
 func (m *Manager) entry(id string) (*entry, error) {
+	if err := m.load(); err != nil {
+		return nil, err
+	}
 	e, ok := m.work[id]
 	if !ok {
 		return nil, errorf(ErrNotFound, "workload %q not found", id)
@@ -373,6 +412,9 @@ type Filter struct {
 func (m *Manager) List(f Filter) []Workload {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if err := m.load(); err != nil {
+		m.log.Error("list workloads: the store cannot be read; listing what is in memory", "err", err)
+	}
 	var out []Workload
 	for _, e := range m.work {
 		w := e.w
@@ -432,6 +474,7 @@ type Status struct {
 func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	_ = m.load() // a failure shows as StoreErr once a write fails too
 	st := Status{Running: m.life == running, StoreErr: m.storeErr, StoreFailedAt: m.storeSince,
 		Live: len(m.live), Finished: len(m.work) - len(m.live), DrawW: m.drawW, BudgetW: m.budgetW, Cordoned: m.node}
 	if st.StoreErr == nil {

@@ -33,7 +33,9 @@ type ended struct {
 // has answered.
 func (r *runner) reconcile(ctx context.Context) error {
 	m := r.m
-	recs, err := m.store.List(ctx)
+	m.mu.Lock()
+	err := m.load()
+	m.mu.Unlock()
 	if err != nil {
 		return &storeReadError{err}
 	}
@@ -52,32 +54,16 @@ func (r *runner) reconcile(ctx context.Context) error {
 	}
 
 	m.mu.Lock()
-	if err := m.loadCordons(ctx); err != nil {
+	if err := m.load(); err != nil {
 		m.mu.Unlock()
 		return &storeReadError{err}
-	}
-	if es, ok := m.store.(EventStore); ok {
-		last, err := es.LastSeq(ctx)
-		if err != nil {
-			m.mu.Unlock()
-			return &storeReadError{err}
-		}
-		m.seq = max(m.seq, last)
 	}
 	var finished []ended
 	var waiters []*entry
 	adopted := map[isolation.Ref]bool{}
-	for _, w := range recs {
-		m.seq = max(m.seq, w.Seq)
-		if _, dup := m.work[w.Spec.ID]; dup {
-			continue // submitted before Run: the live entry wins
-		}
-		e := newEntry(w)
-		m.work[w.Spec.ID] = e
-		if w.State.live() {
-			m.live[w.Spec.ID] = e
-		}
-		if w.State.Final() || w.State == StateQueued {
+	for _, e := range m.live {
+		w := e.w
+		if w.State == StateQueued {
 			continue
 		}
 		in, ok := containers[w.Container]

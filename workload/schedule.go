@@ -24,7 +24,7 @@ func (r *runner) schedule(ctx context.Context) {
 	var queued []*entry
 	now := time.Now()
 	for _, e := range m.live {
-		if e.w.State == StateQueued && !now.Before(e.notBefore) {
+		if e.w.State == StateQueued && e.w.Outcome == "" && !now.Before(e.notBefore) {
 			queued = append(queued, e)
 		}
 	}
@@ -74,6 +74,10 @@ func (r *runner) enforce(ctx context.Context) {
 	for _, e := range m.live {
 		switch e.w.State {
 		case StateQueued:
+			if e.w.Outcome.Final() { // asked while it was being launched
+				_ = m.apply(ctx, e, change{to: e.w.Outcome, ev: Event{Type: finalEvent[e.w.Outcome]}})
+				continue
+			}
 			if i, h, ok := m.faultOf(e.w.Spec.GPUs.UUIDs); ok {
 				_ = m.apply(ctx, e, change{to: StateFailed, reason: "pinned to " + gpuFault(m.slots[i], i, h), ev: Event{Type: EventFailed}})
 			}
@@ -272,7 +276,7 @@ func (r *runner) place(ctx context.Context, e *entry, chosen []candidate) {
 		reason = "taking GPUs from " + strings.Join(ids, ", ")
 	}
 	err := m.apply(ctx, e, change{to: StateScheduled, edit: func(w *Workload) {
-		w.GPUs, w.Reason, w.Outcome = gpus, reason, ""
+		w.GPUs, w.Reason = gpus, reason
 	}, ev: Event{Type: EventScheduled, Reason: reason}})
 	if err != nil {
 		return // not placed; the store failure holds new placements

@@ -49,6 +49,9 @@ var moves = map[State][]State{
 	StateStopping:   {StateExited, StateFailed, StateCancelled},
 }
 
+// finalEvent is the event of each final state.
+var finalEvent = map[State]EventType{StateExited: EventExited, StateFailed: EventFailed, StateCancelled: EventCancelled}
+
 // legal reports whether a workload may move from one state to another.
 func legal(from, to State) bool {
 	return (from == to && from.live()) || slices.Contains(moves[from], to)
