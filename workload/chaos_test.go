@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,16 +278,17 @@ func (c *chaos) fault() string {
 		return "fault: store writes fail"
 	}
 	// A runtime call fails the next few times.
-	left := 1 + c.rnd.IntN(3)
+	times := 1 + c.rnd.IntN(3)
+	var left atomic.Int32
+	left.Store(int32(times))
 	c.rt.set(kind, func(context.Context, isolation.Ref) error {
-		if left > 0 {
-			left--
+		if left.Add(-1) >= 0 {
 			return fmt.Errorf("%w: injected %s failure", isolation.ErrUnavailable, kind)
 		}
 		return nil
 	})
 	c.repairs = append(c.repairs, repair{later, "runtime " + kind + " works", func() { c.rt.set(kind, nil) }})
-	return fmt.Sprintf("fault: runtime %s fails %d times", kind, left)
+	return fmt.Sprintf("fault: runtime %s fails %d times", kind, times)
 }
 
 // repair undoes the faults whose time has come (all with force).

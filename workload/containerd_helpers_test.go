@@ -223,10 +223,12 @@ func (n *ctrNode) events() *recorder {
 
 // ctrMinerFiller fills every idle GPU with the fake miner image on the
 // host network, as a real miner needs to reach its pool.
-func ctrMinerFiller() workload.Filler {
+func ctrMinerFiller() workload.Filler { return ctrMinerFillerOf(miningTenant) }
+
+func ctrMinerFillerOf(tenant string) workload.Filler {
 	return workload.FillerFunc(func(ctx context.Context, d gpu.Device) (workload.Spec, bool) {
 		return workload.Spec{
-			Tenant: miningTenant, Image: minerRef,
+			Tenant: tenant, Image: minerRef,
 			Command:   []string{"-listen", "127.0.0.1:0", "-gpu-name", d.Name, "-log-interval", "0"},
 			Network:   isolation.NetworkHost,
 			StopGrace: 2 * time.Second,

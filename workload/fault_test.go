@@ -99,6 +99,26 @@ func (f *faultRuntime) List(ctx context.Context, filter isolation.Filter) ([]iso
 	return f.Runtime.List(ctx, filter)
 }
 
+// Recover recovers through the wrapped runtime when it can, and lists
+// otherwise; "list" faults apply to both.
+func (f *faultRuntime) Recover(ctx context.Context) ([]isolation.Info, error) {
+	if err := f.hook(ctx, "list", isolation.Ref{}); err != nil {
+		return nil, err
+	}
+	if rec, ok := f.Runtime.(isolation.Recoverer); ok {
+		return rec.Recover(ctx)
+	}
+	return f.Runtime.List(ctx, isolation.Filter{})
+}
+
+// Prepare prepares through the wrapped runtime when it can.
+func (f *faultRuntime) Prepare(ctx context.Context, ref isolation.Ref) error {
+	if p, ok := f.Runtime.(isolation.Preparer); ok {
+		return p.Prepare(ctx, ref)
+	}
+	return nil
+}
+
 // Close leaves the wrapped runtime open: the tests close it themselves.
 func (f *faultRuntime) Close() error { return nil }
 

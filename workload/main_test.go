@@ -25,6 +25,9 @@ import (
 var bins struct{ miner, trainer string }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(agentEnv) != "" {
+		os.Exit(runAgent()) // this process is the chaos test's agent
+	}
 	dir, err := os.MkdirTemp("", "workload-bins")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

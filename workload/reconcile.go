@@ -28,6 +28,12 @@ type ended struct {
 	st *isolation.ExitStatus
 }
 
+// fix is a change reconcile must record before Run schedules.
+type fix struct {
+	e *entry
+	c change
+}
+
 // reconcile takes over from an earlier Run. A runtime error is returned
 // for the caller to retry; nothing in memory changes until the runtime
 // has answered.
@@ -60,6 +66,7 @@ func (r *runner) reconcile(ctx context.Context) error {
 	}
 	var finished []ended
 	var waiters []*entry
+	var fixes []fix
 	adopted := map[isolation.Ref]bool{}
 	for _, e := range m.live {
 		w := e.w
@@ -73,8 +80,8 @@ func (r *runner) reconcile(ctx context.Context) error {
 			m.adopt(e, in)
 			if w.State == StateScheduled {
 				// It started just before the manager went down.
-				_ = m.apply(ctx, e, change{to: StateRunning, reason: "started before the manager restarted",
-					edit: func(w *Workload) { w.StartedAt = in.CreatedAt }, ev: Event{Type: EventStarted}})
+				fixes = append(fixes, fix{e, change{to: StateRunning, reason: "started before the manager restarted",
+					edit: func(w *Workload) { w.StartedAt = in.CreatedAt }, ev: Event{Type: EventStarted}}})
 			}
 			waiters = append(waiters, e)
 			m.log.Info("re-adopted running workload", "id", w.Spec.ID, "container", in.Ref.String(), "gpus", w.GPUs)
@@ -93,8 +100,8 @@ func (r *runner) reconcile(ctx context.Context) error {
 				m.setLoad(u, 0, nil) // what ran there is gone
 			}
 			if w.State == StateScheduled {
-				_ = m.apply(ctx, e, change{to: StateQueued, reason: "the manager restarted before the container started; requeued",
-					edit: func(w *Workload) { w.GPUs = nil }, ev: Event{Type: EventQueued}})
+				fixes = append(fixes, fix{e, change{to: StateQueued, reason: "the manager restarted before the container started; requeued",
+					edit: func(w *Workload) { w.GPUs = nil }, ev: Event{Type: EventQueued}}})
 				continue
 			}
 			m.hold(e)
@@ -104,11 +111,22 @@ func (r *runner) reconcile(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 
+	// Nothing is scheduled before these are recorded, so a store that
+	// fails now holds Run here rather than leaving a record behind.
+	for _, f := range fixes {
+		if err := r.commit(ctx, f.e, func() (change, bool) { return f.c, f.e.w.State == StateScheduled }, nil); err != nil {
+			return err
+		}
+	}
 	for _, in := range infos {
 		if adopted[in.Ref] {
 			continue
 		}
-		if e := r.adoptUnrecorded(ctx, in); e != nil {
+		e, err := r.adoptUnrecorded(ctx, in)
+		if err != nil {
+			return err
+		}
+		if e != nil {
 			// A record lost (a memory store, a store wiped): the labels
 			// say enough to account for it and wait for its end.
 			waiters = append(waiters, e)
@@ -172,23 +190,20 @@ func (m *Manager) hold(e *entry) {
 }
 
 // adoptUnrecorded re-adopts a running container of this SDK that has no
-// record, from its labels, when its GPUs are known and free. It returns nil
-// when the container is not one to adopt.
-func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) *entry {
+// record, from its labels, when its GPUs are known and free; it retries
+// the record while the store fails. It returns nil when the container is
+// not one to adopt: an older attempt's, a finished workload's, or one whose
+// GPUs are taken.
+func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) (*entry, error) {
 	m := r.m
-	if in.State != isolation.StateRunning || in.Workload == "" || len(in.GPUs) == 0 || !Kind(in.Kind).valid() {
-		return nil
-	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, known := m.work[in.Workload]; known {
-		return nil
+	_, known := m.work[in.Workload]
+	m.mu.Unlock()
+	if known {
+		return nil, nil
 	}
-	for _, u := range in.GPUs {
-		i, ok := m.byUUID[u]
-		if !ok || m.slots[i].holder != "" {
-			return nil
-		}
+	if in.State != isolation.StateRunning || in.Workload == "" || len(in.GPUs) == 0 || !Kind(in.Kind).valid() {
+		return nil, nil
 	}
 	spec := Spec{
 		ID: in.Workload, Kind: Kind(in.Kind), Tenant: in.Tenant, Image: in.Image,
@@ -199,13 +214,38 @@ func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) *entry 
 		Spec: spec, State: StateRunning, GPUs: slices.Clone(in.GPUs), Container: in.Ref, Attempt: 1,
 		SubmittedAt: in.CreatedAt, StartedAt: in.CreatedAt,
 	})
-	m.work[spec.ID] = e
-	if err := m.apply(ctx, e, change{to: StateRunning, reason: "re-adopted from its container's labels: the manager had no record of it",
-		ev: Event{Type: EventStarted}}); err != nil {
-		delete(m.work, spec.ID)
-		return nil // the next Run tries again; the container runs on meanwhile
+	adoptable := func() bool {
+		if _, known := m.work[spec.ID]; known {
+			return false
+		}
+		for _, u := range in.GPUs {
+			i, ok := m.byUUID[u]
+			if !ok || m.slots[i].holder != "" {
+				return false
+			}
+		}
+		return true
 	}
-	m.adopt(e, in)
-	m.log.Warn("re-adopted a container the manager had no record of", "container", in.Ref.String(), "workload", spec.ID)
-	return e
+	adopted := false
+	err := r.commit(ctx, e, func() (change, bool) {
+		if !adoptable() {
+			return change{}, false
+		}
+		m.work[spec.ID] = e // taken back below if the write fails
+		return change{to: StateRunning, reason: "re-adopted from its container's labels: the manager had no record of it",
+			ev: Event{Type: EventStarted}}, true
+	}, func() {
+		adopted = true
+		m.adopt(e, in)
+		m.log.Warn("re-adopted a container the manager had no record of", "container", in.Ref.String(), "workload", spec.ID)
+	})
+	if !adopted {
+		m.mu.Lock()
+		if m.work[spec.ID] == e {
+			delete(m.work, spec.ID)
+		}
+		m.mu.Unlock()
+		return nil, err
+	}
+	return e, nil
 }

@@ -72,6 +72,10 @@ type Daemon struct {
 	// Log is the daemon's combined stdout and stderr.
 	Log string
 
+	config string
+	logf   func(format string, args ...any)
+
+	mu       sync.Mutex // guards cmd and exited, which Restart replaces
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	stopOnce sync.Once
@@ -110,42 +114,71 @@ func Launch(ctx context.Context, logf func(format string, args ...any)) (*Daemon
 		return nil, fmt.Errorf("containerdtest: temp dir: %w", err)
 	}
 	d := paths(dir)
-	d.exited = make(chan struct{})
 	config := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(config, []byte(Config(dir)), 0o600); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("containerdtest: write config: %w", err)
 	}
-	logFile, err := os.Create(d.Log)
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("containerdtest: log file: %w", err)
-	}
-	bin, _ := exec.LookPath("containerd")
-	d.cmd = exec.Command(bin, "--config", config, "--log-level", "warn")
-	d.cmd.Stdout = logFile
-	d.cmd.Stderr = logFile
-	// Its own process group, so a ^C of the test does not hit it before
-	// Stop has cleaned up its containers.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logf("containerdtest: running %s", strings.Join(d.cmd.Args, " "))
-	if err := d.cmd.Start(); err != nil {
-		_ = logFile.Close()
-		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("containerdtest: start containerd: %w", err)
-	}
-	go func() { // owned by d; ends when the daemon exits
-		_ = d.cmd.Wait()
-		_ = logFile.Close()
-		close(d.exited)
-	}()
-	if err := d.waitReady(ctx, 30*time.Second); err != nil {
+	d.config, d.logf = config, logf
+	if err := d.run(ctx); err != nil {
 		_ = d.Stop()
 		return nil, err
 	}
-	logf("containerdtest: containerd pid %d answers on %s", d.cmd.Process.Pid, d.Address)
 	return d, nil
 }
+
+// run starts the daemon process and waits until it answers.
+func (d *Daemon) run(ctx context.Context) error {
+	logFile, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("containerdtest: log file: %w", err)
+	}
+	bin, _ := exec.LookPath("containerd")
+	cmd := exec.Command(bin, "--config", d.config, "--log-level", "warn")
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	// Its own process group, so a ^C of the test does not hit it before
+	// Stop has cleaned up its containers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	d.logf("containerdtest: running %s", strings.Join(cmd.Args, " "))
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return fmt.Errorf("containerdtest: start containerd: %w", err)
+	}
+	exited := make(chan struct{})
+	d.mu.Lock()
+	d.cmd, d.exited = cmd, exited
+	d.mu.Unlock()
+	go func() { // owned by d; ends when the daemon exits
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(exited)
+	}()
+	if err := d.waitReady(ctx, 30*time.Second); err != nil {
+		return err
+	}
+	d.logf("containerdtest: containerd pid %d answers on %s", cmd.Process.Pid, d.Address)
+	return nil
+}
+
+// Restart stops the daemon process (SIGTERM) and starts it again on the
+// same folder, as an upgrade or a crash-loop would: the containers run on
+// in their shims, and the new daemon finds them.
+func (d *Daemon) Restart(ctx context.Context) error {
+	d.mu.Lock()
+	cmd, exited := d.cmd, d.exited
+	d.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	d.logf("containerdtest: containerd pid %d stopped for a restart", cmd.Process.Pid)
+	return d.run(ctx)
+}
+
 
 // Config is the configuration file of a daemon whose folder is dir, as
 // Launch writes it: root, state and sockets under dir, the CRI plugin and
@@ -187,15 +220,25 @@ func paths(dir string) *Daemon {
 	}
 }
 
+func isDone(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
+	d.mu.Lock()
+	exited := d.exited
+	d.mu.Unlock()
 	var last error
 	for {
-		select {
-		case <-d.exited:
+		if isDone(exited) {
 			return fmt.Errorf("containerdtest: containerd exited during start-up: %s", d.logTail())
-		default:
 		}
 		if _, err := os.Stat(d.Address); err == nil {
 			c, err := containerd.New(d.Address, containerd.WithTimeout(2*time.Second))
@@ -211,7 +254,7 @@ func (d *Daemon) waitReady(ctx context.Context, limit time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("containerdtest: containerd did not answer within %v (last error %v): %s", limit, last, d.logTail())
-		case <-d.exited:
+		case <-exited:
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -246,16 +289,20 @@ func (d *Daemon) Stop() error {
 
 func (d *Daemon) stop() error {
 	var errs []error
-	select {
-	case <-d.exited:
+	d.mu.Lock()
+	cmd, exited := d.cmd, d.exited
+	d.mu.Unlock()
+	switch {
+	case cmd == nil: // never started
+	case isDone(exited):
 	default:
 		d.cleanContainers()
-		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-d.exited:
+		case <-exited:
 		case <-time.After(10 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-d.exited
+			_ = cmd.Process.Kill()
+			<-exited
 		}
 	}
 	for _, pid := range d.shimPIDs() {

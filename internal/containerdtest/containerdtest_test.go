@@ -65,6 +65,22 @@ func TestDaemonRunsContainerAndStopLeavesNothing(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "the container's output reaches its log file")
 	t.Logf("ran probe sleep as pid %d", task.Pid())
 
+	// A restarted daemon finds the container its predecessor started,
+	// still running in its shim.
+	require.NoError(t, d.Restart(ctx))
+	c2, err := containerd.New(d.Address, containerd.WithTimeout(10*time.Second))
+	require.NoError(t, err)
+	defer c2.Close()
+	ctr2, err := c2.LoadContainer(ctx, "sleeper")
+	require.NoError(t, err)
+	task2, err := ctr2.Task(ctx, nil)
+	require.NoError(t, err)
+	st, err := task2.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, containerd.Running, st.Status, "the container survives the daemon's restart")
+	require.Equal(t, task.Pid(), task2.Pid())
+	require.NoError(t, syscall.Kill(int(task.Pid()), 0))
+
 	require.NoError(t, d.Stop())
 	require.NoError(t, d.Stop(), "Stop is idempotent")
 	_, err = os.Stat(d.Dir)
