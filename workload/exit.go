@@ -99,6 +99,15 @@ func (r *runner) exited(ctx context.Context, e *entry, st *isolation.ExitStatus)
 	m := r.m
 	var after chan struct{} // the launch of the workload that displaced e
 	var ref isolation.Ref
+	note := ""
+	if m.o.exitReporter != nil {
+		m.mu.Lock()
+		w := e.w.clone()
+		m.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
+		note = m.o.exitReporter.ExitReport(rctx, w, st)
+		cancel()
+	}
 	err := r.commit(ctx, e, func() (change, bool) {
 		to, evType, reason := e.outcome(st)
 		gpus := slices.Clone(e.w.GPUs)
@@ -113,14 +122,16 @@ func (r *runner) exited(ctx context.Context, e *entry, st *isolation.ExitStatus)
 			if to == StateQueued {
 				w.GPUs = nil // a requeued workload holds nothing
 			}
-		}, ev: Event{Type: evType, Exit: st, GPUs: gpus}}, e.w.State.live()
+			w.ExitNote = note
+		}, ev: Event{Type: evType, Exit: st, GPUs: gpus, Note: note}}, e.w.State.live()
 	}, func() {
 		now := time.Now()
 		for _, sl := range m.slots {
 			if sl.holder != e.w.Spec.ID {
 				continue
 			}
-			sl.holder, sl.quarantine = "", unquarantine(sl.quarantine)
+			m.release(sl)
+			sl.quarantine = unquarantine(sl.quarantine)
 			m.setLoad(sl.dev.UUID, 0, nil)
 			if next := m.live[sl.next]; next != nil {
 				next.releasedAt = now

@@ -105,7 +105,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	m.mu.Unlock()
 	err = r.commit(ctx, e, func() (change, bool) {
 		return change{to: StateRunning, edit: func(w *Workload) {
-			w.StartedAt, w.Exit, w.Retries = m.clock.Now(), nil, 0
+			w.StartedAt, w.Exit, w.Retries, w.Ready = m.clock.Now(), nil, 0, false
 		}, ev: ev}, true
 	}, func() {
 		e.pids, e.abort, e.awaiting = pids, nil, true
@@ -277,7 +277,7 @@ func (r *runner) abandonAs(ctx context.Context, e *entry, ref isolation.Ref, to 
 				sl.next = ""
 			}
 			if sl.holder == e.w.Spec.ID {
-				sl.holder = ""
+				m.release(sl)
 			}
 		}
 		e.abort = nil
@@ -304,7 +304,8 @@ func (r *runner) drained(ctx context.Context, e *entry, abort chan struct{}) boo
 		if free {
 			for _, u := range e.w.GPUs {
 				sl := m.slots[m.byUUID[u]]
-				sl.holder, sl.next = e.w.Spec.ID, ""
+				sl.next = ""
+				m.take(sl, e)
 			}
 		}
 		changed := m.changed

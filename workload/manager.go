@@ -117,11 +117,12 @@ type slot struct {
 	probing    bool   // a probe of a hung GPU is under way
 	model      string // normalised model name, for GPURequest.Models
 	link       gpu.Link
-	use        gpu.Use // what readiness admits, health aside
-	useWhy     string  // readiness's flags, for refusals
-	lowered    bool    // the power cap lowered its limit
-	limitW     float64 // the limit the cap set, 0 when it set none
-	lastW      float64 // measured draw, or the draw booked for work just placed
+	use        gpu.Use      // what readiness admits, health aside
+	useWhy     string       // readiness's flags, for refusals
+	holds      []Allocation // the newest holds, oldest first
+	lowered    bool         // the power cap lowered its limit
+	limitW     float64      // the limit the cap set, 0 when it set none
+	lastW      float64      // measured draw, or the draw booked for work just placed
 }
 
 // New makes a Manager over the node's GPUs and a container runtime. It
@@ -450,6 +451,28 @@ func (m *Manager) ReportProgress(ctx context.Context, id string, p Progress) err
 		return errorf(ErrInvalid, "workload %q has %s: it reports no more progress", id, e.w.State)
 	}
 	return m.apply(ctx, e, change{to: e.w.State, edit: func(w *Workload) { w.Progress = &p }, ev: Event{Type: EventProgress, Progress: &p}})
+}
+
+// MarkReady records that a running workload answers: an inference
+// server's health endpoint, probed by its launcher. The record says Ready
+// until its next attempt, and EventReady tells the watchers.
+func (m *Manager) MarkReady(ctx context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.usable(false); err != nil {
+		return err
+	}
+	e, err := m.entry(id)
+	if err != nil {
+		return err
+	}
+	if e.w.State != StateRunning {
+		return errorf(ErrInvalid, "workload %q is %s: only a running workload can be ready", id, e.w.State)
+	}
+	if e.w.Ready {
+		return nil
+	}
+	return m.apply(ctx, e, change{to: StateRunning, edit: func(w *Workload) { w.Ready = true }, ev: Event{Type: EventReady}})
 }
 
 // Status is the manager's own health.

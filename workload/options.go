@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/isolation"
 )
 
 // Filler chooses the miner for an idle GPU. The mining package provides one
@@ -48,6 +49,26 @@ func AlwaysRent() Policy {
 	return PolicyFunc(func(Spec, []gpu.Device) (bool, string) { return true, "" })
 }
 
+// ExitReporter looks at what a workload left behind when its container
+// ended, before the end is recorded, and says it in a note that goes on
+// the record (Workload.ExitNote) and on the event that tells the end: the
+// training package reports from its checkpoint directory whether a
+// checkpoint landed during the stop grace. It runs without the manager's
+// lock, within the runtime deadline; an empty note adds nothing.
+type ExitReporter interface {
+	ExitReport(ctx context.Context, w Workload, exit *isolation.ExitStatus) string
+}
+
+// ExitReporterFunc adapts a function to ExitReporter.
+type ExitReporterFunc func(ctx context.Context, w Workload, exit *isolation.ExitStatus) string
+
+func (f ExitReporterFunc) ExitReport(ctx context.Context, w Workload, exit *isolation.ExitStatus) string {
+	return f(ctx, w, exit)
+}
+
+// WithExitReporter sets the ExitReporter; without one, ends carry no note.
+func WithExitReporter(r ExitReporter) Option { return func(o *options) { o.exitReporter = r } }
+
 // LoadFunc is told the load each GPU carries as workloads start and stop
 // (under the manager's lock: it must be quick and must not call back):
 // the utilisation and the PIDs of the workload's processes. Wire it to the
@@ -65,6 +86,7 @@ type options struct {
 	filler         Filler
 	policy         Policy
 	load           LoadFunc
+	exitReporter   ExitReporter
 	hygieneTimeout time.Duration
 	hygienePoll    time.Duration
 	tick           time.Duration

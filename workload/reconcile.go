@@ -184,7 +184,7 @@ func (m *Manager) adopt(e *entry, in isolation.Info) {
 func (m *Manager) hold(e *entry) {
 	for _, u := range e.w.GPUs {
 		if i, ok := m.byUUID[u]; ok {
-			m.slots[i].holder = e.w.Spec.ID
+			m.take(m.slots[i], e)
 		}
 	}
 }

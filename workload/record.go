@@ -36,6 +36,12 @@ type Workload struct {
 	Outcome State
 	// Progress is the last progress the workload reported.
 	Progress *Progress
+	// Ready is set by MarkReady once the running attempt answers (an
+	// inference server's health endpoint); each new attempt starts unready.
+	Ready bool
+	// ExitNote is what the ExitReporter found when the last container
+	// ended, e.g. whether a checkpoint landed during the stop grace.
+	ExitNote string
 	// Seq is the sequence number of the event that last changed the record.
 	Seq uint64
 }
@@ -63,6 +69,7 @@ const (
 	EventScheduled  EventType = "scheduled"
 	EventStarted    EventType = "started"
 	EventProgress   EventType = "progress"
+	EventReady      EventType = "ready" // the running attempt answers: MarkReady
 	EventPreempting EventType = "preempting"
 	EventStopping   EventType = "stopping"
 	EventPreempted  EventType = "preempted"
@@ -97,6 +104,8 @@ type Event struct {
 	Reason   string
 	Exit     *isolation.ExitStatus
 	Progress *Progress
+	// Note is what the ExitReporter found when the container ended.
+	Note string
 	// Handover is set on EventStarted when the GPUs came from other
 	// workloads: how long the handover took.
 	Handover *Handover

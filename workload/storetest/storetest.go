@@ -135,6 +135,8 @@ func Workload(id string) workload.Workload {
 		},
 		Reason:   "out of memory on attempt 3",
 		Progress: &workload.Progress{Step: 1200, Total: 5000, Loss: 1.25, HasLoss: true, Epoch: 0.24, Message: "step " + id},
+		Ready:    true,
+		ExitNote: "checkpoint saved at step 1200 during grace",
 		// Beyond float64's exact integers: a store must not pass it through one.
 		Seq: math.MaxUint64 - 1,
 	}
@@ -433,7 +435,7 @@ func Event(seq uint64, id string) workload.Event {
 	at := time.Date(2025, time.March, 14, 9, 26, 53, 589793238, time.FixedZone("UTC+2", 2*60*60))
 	return workload.Event{
 		Seq: seq, Type: workload.EventStarted, ID: id, Kind: workload.KindTraining, Tenant: "acme", Attempt: 2,
-		Time: at, GPUs: []string{"GPU-" + id + "-0"}, Reason: "taking GPUs from mine-1",
+		Time: at, GPUs: []string{"GPU-" + id + "-0"}, Reason: "taking GPUs from mine-1", Note: "no checkpoint written",
 		Exit:     &isolation.ExitStatus{Code: 143, Reason: isolation.ReasonStopped, ExitedAt: at},
 		Progress: &workload.Progress{Step: 7, Total: 9, Loss: 0.5, HasLoss: true, Epoch: 1.5, Message: "m"},
 		Handover: &workload.Handover{From: []string{"mine-1", "mine-2"}, Drain: time.Second, Prepare: 2 * time.Millisecond,
