@@ -2,7 +2,9 @@ package workload_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +111,29 @@ func TestMarkReady(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, ready)
+}
+
+// TestAttemptHookSetsEachAttempt: the attempt hook's command runs in
+// each attempt's container; an invalid answer fails the workload.
+func TestAttemptHookSetsEachAttempt(t *testing.T) {
+	hook := workload.AttemptHookFunc(func(ctx context.Context, w workload.Workload) (workload.Attempt, error) {
+		if w.Spec.ID == "bad" {
+			return workload.Attempt{}, fmt.Errorf("%w: no checkpoint directory", workload.ErrInvalid)
+		}
+		return workload.Attempt{Command: []string{"/bin/sh", "-c", fmt.Sprintf("echo attempt %d; exit 0", w.Attempt)}}, nil
+	})
+	n := newNode(t, nodeOpts{preset: "a40", options: []workload.Option{workload.WithAttemptHook(hook)}})
+	ctx := context.Background()
+	_, err := n.m.Submit(ctx, shJob("good", "exit 9"))
+	require.NoError(t, err)
+	w := n.waitFor("good", workload.StateExited)
+	assert.Equal(t, 0, w.Exit.Code, "the hook's command ran, not the submitted one")
+	require.Eventually(t, func() bool {
+		out, _ := n.m.Logs(ctx, "good")
+		return strings.Contains(string(out), "attempt 1")
+	}, 5*time.Second, 10*time.Millisecond)
+	_, err = n.m.Submit(ctx, shJob("bad", "exit 0"))
+	require.NoError(t, err)
+	w = n.waitFor("bad", workload.StateFailed)
+	assert.Contains(t, w.Reason, "no checkpoint directory")
 }

@@ -44,6 +44,22 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	if err != nil {
 		return // Run is ending: the record says scheduled, and the next Run requeues it
 	}
+	if m.o.attemptHook != nil {
+		m.mu.Lock()
+		w := e.w.clone()
+		m.mu.Unlock()
+		hctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
+		a, err := m.o.attemptHook.PrepareAttempt(hctx, w)
+		cancel()
+		if err == nil {
+			cspec.Args, cspec.Env, cspec.Mounts = a.Command, a.Env, a.Mounts
+			err = cspec.Validate()
+		}
+		if err != nil {
+			r.launchFailed(ctx, e, ref, "prepare attempt", err, false)
+			return
+		}
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 	_, err = m.rt.Create(cctx, cspec)
@@ -162,7 +178,8 @@ func (r *runner) commit(ctx context.Context, e *entry, build func() (change, boo
 // A container that vanished between create and start is not permanent.
 func permanent(step string, err error) bool {
 	switch {
-	case errors.Is(err, isolation.ErrInvalid), errors.Is(err, isolation.ErrPermission), errors.Is(err, isolation.ErrUnsupported):
+	case errors.Is(err, isolation.ErrInvalid), errors.Is(err, isolation.ErrPermission), errors.Is(err, isolation.ErrUnsupported),
+		errors.Is(err, ErrInvalid):
 		return true
 	case errors.Is(err, isolation.ErrNotFound):
 		return strings.HasPrefix(step, "create")

@@ -69,6 +69,34 @@ func (f ExitReporterFunc) ExitReport(ctx context.Context, w Workload, exit *isol
 // WithExitReporter sets the ExitReporter; without one, ends carry no note.
 func WithExitReporter(r ExitReporter) Option { return func(o *options) { o.exitReporter = r } }
 
+// AttemptHook adjusts a workload's container for each attempt, before
+// it is created: the training package adds the resume arguments of the
+// newest complete checkpoint to a requeued job. It gets the record (with
+// Attempt already counting this one) and returns the command, environment
+// and mounts to run; the rest of the spec stays as submitted. It runs
+// without the manager's lock, within the runtime deadline. An error
+// wrapping ErrInvalid fails the workload; any other requeues it with
+// backoff.
+type AttemptHook interface {
+	PrepareAttempt(ctx context.Context, w Workload) (Attempt, error)
+}
+
+// Attempt is what an AttemptHook sets for one attempt's container.
+type Attempt struct {
+	Command []string
+	Env     []string
+	Mounts  []isolation.Mount
+}
+
+// AttemptHookFunc adapts a function to AttemptHook.
+type AttemptHookFunc func(ctx context.Context, w Workload) (Attempt, error)
+
+func (f AttemptHookFunc) PrepareAttempt(ctx context.Context, w Workload) (Attempt, error) { return f(ctx, w) }
+
+// WithAttemptHook sets the AttemptHook; without one every attempt runs
+// the spec as submitted.
+func WithAttemptHook(h AttemptHook) Option { return func(o *options) { o.attemptHook = h } }
+
 // LoadFunc is told the load each GPU carries as workloads start and stop
 // (under the manager's lock: it must be quick and must not call back):
 // the utilisation and the PIDs of the workload's processes. Wire it to the
@@ -87,6 +115,7 @@ type options struct {
 	policy         Policy
 	load           LoadFunc
 	exitReporter   ExitReporter
+	attemptHook    AttemptHook
 	hygieneTimeout time.Duration
 	hygienePoll    time.Duration
 	tick           time.Duration
