@@ -91,7 +91,9 @@ type Attempt struct {
 // AttemptHookFunc adapts a function to AttemptHook.
 type AttemptHookFunc func(ctx context.Context, w Workload) (Attempt, error)
 
-func (f AttemptHookFunc) PrepareAttempt(ctx context.Context, w Workload) (Attempt, error) { return f(ctx, w) }
+func (f AttemptHookFunc) PrepareAttempt(ctx context.Context, w Workload) (Attempt, error) {
+	return f(ctx, w)
+}
 
 // WithAttemptHook sets the AttemptHook; without one every attempt runs
 // the spec as submitted.

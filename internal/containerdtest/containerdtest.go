@@ -179,7 +179,6 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	return d.run(ctx)
 }
 
-
 // Config is the configuration file of a daemon whose folder is dir, as
 // Launch writes it: root, state and sockets under dir, the CRI plugin and
 // the snapshotters and tracing a test does not use disabled, and no debug
