@@ -456,22 +456,26 @@ func checkCtrd(t *testing.T, step int, what string, a *agent, view *containerd.R
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	infos, err := view.List(ctx, isolation.Filter{})
-	if err != nil {
-		t.Errorf("step %d (%s): list containers: %v", step, what, err)
-		return
+	// A List walks tenant by tenant, so one can see a container that has
+	// just ended next to its successor: a conflict counts when a second
+	// List, after the first, still shows it.
+	var shared []string
+	for try := 0; try < 2; try++ {
+		infos, err := view.List(ctx, isolation.Filter{})
+		if err != nil {
+			t.Errorf("step %d (%s): list containers: %v", step, what, err)
+			return
+		}
+		again := sharedGPUs(infos)
+		if try > 0 {
+			again = slices.DeleteFunc(again, func(c string) bool { return !slices.Contains(shared, c) })
+		}
+		if shared = again; len(shared) == 0 {
+			break
+		}
 	}
-	held := map[string]string{}
-	for _, in := range infos {
-		if in.State != isolation.StateRunning {
-			continue
-		}
-		for _, u := range in.GPUs {
-			if other, ok := held[u]; ok {
-				t.Errorf("step %d (%s): GPU %s runs %s and %s", step, what, u, other, in.Ref)
-			}
-			held[u] = in.Ref.String()
-		}
+	for _, c := range shared {
+		t.Errorf("step %d (%s): %s", step, what, c)
 	}
 	rep, err := a.do(agentCmd{Op: "list"})
 	if err != nil {
@@ -507,6 +511,25 @@ func checkCtrd(t *testing.T, step int, what string, a *agent, view *containerd.R
 	}) {
 		t.Errorf("step %d (%s): records and containers disagree: %s", step, what, why)
 	}
+}
+
+// sharedGPUs names the GPUs that two running containers share.
+func sharedGPUs(infos []isolation.Info) []string {
+	held := map[string]string{}
+	var out []string
+	for _, in := range infos {
+		if in.State != isolation.StateRunning {
+			continue
+		}
+		for _, u := range in.GPUs {
+			if other, ok := held[u]; ok {
+				out = append(out, fmt.Sprintf("GPU %s runs %s and %s", u, other, in.Ref))
+			}
+			held[u] = in.Ref.String()
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // agreement says how running containers and live records disagree, or "".
