@@ -63,9 +63,10 @@ type Manager struct {
 	clock   Clock
 	byUUID  map[string]int
 
-	mu      sync.RWMutex
-	devices []Device // PowerLimit.Value.CurrentW follows SetPowerLimit
-	health  []Health
+	mu          sync.RWMutex
+	devices     []Device // PowerLimit.Value.CurrentW follows SetPowerLimit
+	health      []Health
+	startLimitW []float64 // each device's limit at New: restored when it tells no default
 
 	subMu sync.Mutex
 	subs  map[*subscriber]struct{}
@@ -123,7 +124,11 @@ func New(ctx context.Context, b Backend, opts ...Option) (m *Manager, err error)
 		done:    make(chan struct{}),
 		closed:  make(chan struct{}),
 	}
+	m.startLimitW = make([]float64, len(devs))
 	for i, d := range devs {
+		if d.PowerLimit.Valid {
+			m.startLimitW[i] = d.PowerLimit.Value.CurrentW
+		}
 		if d.Index != i {
 			return nil, fmt.Errorf("%w: backend reported device %s at position %d with index %d", ErrInvalid, d.UUID, i, d.Index)
 		}
@@ -466,16 +471,25 @@ func (m *Manager) SetPowerLimit(ctx context.Context, uuid string, watts float64)
 	if err := pl.SetPowerLimit(ctx, i, watts); err != nil {
 		return fmt.Errorf("set power limit of GPU %d: %w", i, err)
 	}
+	// What the driver enforces now, which a driver may round: read back,
+	// so the inventory never reports a limit that is not in force.
+	inForce := watts
+	if lim, err := pl.PowerLimits(ctx, i); err == nil {
+		inForce = lim.CurrentW
+	}
 	m.mu.Lock()
 	if m.devices[i].PowerLimit.Valid {
-		m.devices[i].PowerLimit.Value.CurrentW = watts
+		m.devices[i].PowerLimit.Value.CurrentW = inForce
 	}
 	m.mu.Unlock()
-	m.log.Info("gpu power limit set", "gpu", i, "uuid", uuid, "watts", watts)
+	m.log.Info("gpu power limit set", "gpu", i, "uuid", uuid, "watts", watts, "in_force_w", inForce)
 	return nil
 }
 
-// ResetPowerLimit restores the device's default power limit.
+// ResetPowerLimit restores the device's default power limit. A device that
+// does not tell its default gets back the limit it had when the Manager
+// was made, before anything here changed it; when that is unknown too, the
+// error wraps ErrUnsupported and says so, since nothing can be restored.
 func (m *Manager) ResetPowerLimit(ctx context.Context, uuid string) error {
 	i, pl, err := m.powerLimiter(uuid)
 	if err != nil {
@@ -485,7 +499,14 @@ func (m *Manager) ResetPowerLimit(ctx context.Context, uuid string) error {
 	if err != nil {
 		return fmt.Errorf("read power limits of GPU %d: %w", i, err)
 	}
-	return m.SetPowerLimit(ctx, uuid, lim.DefaultW)
+	if lim.HasDefault() {
+		return m.SetPowerLimit(ctx, uuid, lim.DefaultW)
+	}
+	if start := m.startLimitW[i]; start > 0 {
+		m.log.Warn("gpu reports no default power limit; restoring the limit it had at start", "gpu", i, "uuid", uuid, "watts", start)
+		return m.SetPowerLimit(ctx, uuid, start)
+	}
+	return fmt.Errorf("%w: GPU %d reports no default power limit and had none at start: nothing to restore; set one with nvidia-smi -pl", ErrUnsupported, i)
 }
 
 // PowerLimits reads a device's current power limit and its constraints.

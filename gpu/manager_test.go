@@ -306,3 +306,36 @@ func TestManagerEventPathRecovers(t *testing.T) {
 	assert.False(t, h.Healthy, "a real fault is not cleared by the stream coming back")
 	assert.Equal(t, 48, h.XID)
 }
+
+// noDefault is a backend whose devices do not tell their default limit.
+type noDefault struct{ *sim.Rig }
+
+func (b noDefault) PowerLimits(ctx context.Context, i int) (gpu.PowerLimits, error) {
+	lim, err := b.Rig.PowerLimits(ctx, i)
+	lim.DefaultW = 0
+	return lim, err
+}
+
+// TestResetPowerLimitWithoutDefault: a device that does not tell its
+// default limit gets back the limit it had when the Manager started, not
+// a guess and not a silent no-op.
+func TestResetPowerLimitWithoutDefault(t *testing.T) {
+	p, err := sim.PresetByName("a40")
+	require.NoError(t, err)
+	rig, err := sim.New(p)
+	require.NoError(t, err)
+	ctx := context.Background()
+	start, err := rig.PowerLimits(ctx, 0)
+	require.NoError(t, err)
+	m, err := gpu.New(ctx, noDefault{rig})
+	require.NoError(t, err)
+	defer m.Close()
+	uuid := m.Devices()[0].UUID
+	require.NoError(t, m.SetPowerLimit(ctx, uuid, start.MinW))
+	require.NoError(t, m.ResetPowerLimit(ctx, uuid))
+	lim, err := m.PowerLimits(ctx, uuid)
+	require.NoError(t, err)
+	assert.Equal(t, start.CurrentW, lim.CurrentW, "the limit at start is back")
+	d, _ := m.Device(uuid)
+	assert.Equal(t, start.CurrentW, d.PowerLimit.Value.CurrentW, "the inventory says what is in force")
+}
