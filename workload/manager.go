@@ -116,7 +116,7 @@ type slot struct {
 	hung       string // why it is taken for hung: a call did not return in time
 	probing    bool   // a probe of a hung GPU is under way
 	model      string // normalised model name, for GPURequest.Models
-	link       gpu.Link
+	link       gpu.Link // the link readiness judges by (gpu.Readiness.Link)
 	use        gpu.Use      // what readiness admits, health aside
 	useWhy     string       // readiness's flags, for refusals
 	holds      []Allocation // the newest holds, oldest first
@@ -175,7 +175,7 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 		for i, f := range r.Flags {
 			why[i] = string(f)
 		}
-		m.slots = append(m.slots, &slot{dev: d, model: normModel(d.Name), link: usableLink(d), use: r.Use, useWhy: joinOr(why, "no flags")})
+		m.slots = append(m.slots, &slot{dev: d, model: normModel(d.Name), link: r.Link, use: r.Use, useWhy: joinOr(why, "no flags")})
 		m.byUUID[d.UUID] = i
 	}
 	return m, nil

@@ -82,15 +82,6 @@ func (r GPURequest) why(m misfit, sl *slot) string {
 	return ""
 }
 
-// usableLink is the link readiness judges by: max generation, trained width.
-func usableLink(d gpu.Device) gpu.Link {
-	l := gpu.Link{Gen: d.LinkMax.Gen, Width: d.LinkCurrent.Width}
-	if l.Width == 0 {
-		l.Width = d.LinkMax.Width
-	}
-	return l
-}
-
 // normModel makes model names comparable: case and the "NVIDIA " prefix do
 // not matter.
 func normModel(s string) string {
