@@ -26,6 +26,7 @@ import (
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/gpu/sim"
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
+	"github.com/gpufarm/gpufarm/internal/syncbuf"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/workload"
@@ -217,10 +218,10 @@ type agent struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *json.Decoder
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
-func startAgent(t *testing.T, cfg agentConfig, logs *syncBuffer) *agent {
+func startAgent(t *testing.T, cfg agentConfig, logs *syncbuf.Buffer) *agent {
 	t.Helper()
 	b, err := json.Marshal(cfg)
 	require.NoError(t, err)
@@ -300,7 +301,7 @@ func TestChaosContainerd(t *testing.T) {
 	// The agent builds the same 4-GPU rig: same preset, same UUIDs.
 	cfg := agentConfig{Address: d.Address, CDIDir: simCDI.SpecDir, LogDir: logDir, Store: filepath.Join(dir, "node.db"),
 		Preset: sim.PresetA40, GPUs: gpus, Mining: miningTenant, Customer: customerTenant}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	a := startAgent(t, cfg, logs)
 	defer func() {
 		if t.Failed() {

@@ -1,7 +1,6 @@
 package workload_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/gpufarm/gpufarm/gpu/sim"
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
+	"github.com/gpufarm/gpufarm/internal/syncbuf"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/workload"
@@ -86,7 +86,7 @@ type ctrNode struct {
 	devs   []gpu.Device
 	// logs collects what the manager and the runtimes log; it is printed
 	// when the test fails.
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	logDir string
 	rt     *containerd.Runtime
 	m      *workload.Manager
@@ -126,7 +126,7 @@ func newCtrNode(tb testing.TB, o ctrNodeOpts) *ctrNode {
 	require.NoError(tb, err)
 	gm, err := gpu.New(context.Background(), rig)
 	require.NoError(tb, err)
-	n := &ctrNode{tb: tb, d: d, client: d.Client(tb), rig: rig, gpus: gm, devs: gm.Devices(), logs: &syncBuffer{}, logDir: logDir}
+	n := &ctrNode{tb: tb, d: d, client: d.Client(tb), rig: rig, gpus: gm, devs: gm.Devices(), logs: &syncbuf.Buffer{}, logDir: logDir}
 	n.cdi, err = containerd.WriteSimulatedCDI(cdiDir, n.devs)
 	require.NoError(tb, err)
 	tb.Cleanup(func() {
@@ -401,21 +401,4 @@ func (r *recorder) wait(tb testing.TB, timeout time.Duration, match func(workloa
 // eventIs matches the events of one workload of the given types.
 func eventIs(id string, types ...workload.EventType) func(workload.Event) bool {
 	return func(ev workload.Event) bool { return ev.ID == id && slices.Contains(types, ev.Type) }
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.TrimSpace(s.b.String())
 }

@@ -295,10 +295,7 @@ func (m *Manager) admitNew(ctx context.Context, e *entry) error {
 func (m *Manager) Cancel(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.usable(false); err != nil {
-		return err
-	}
-	e, err := m.entry(id)
+	e, err := m.target(id)
 	if err != nil {
 		return err
 	}
@@ -346,6 +343,15 @@ func rank(s State) int {
 	return 0
 }
 
+// target finds a workload a call is about to change: the manager must
+// not be closed. The caller holds m.mu.
+func (m *Manager) target(id string) (*entry, error) {
+	if err := m.usable(false); err != nil {
+		return nil, err
+	}
+	return m.entry(id)
+}
+
 // entry finds a workload by ID. The caller holds m.mu.
 func (m *Manager) entry(id string) (*entry, error) {
 	if err := m.load(); err != nil {
@@ -365,10 +371,7 @@ func (m *Manager) entry(id string) (*entry, error) {
 func (m *Manager) Forget(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.usable(false); err != nil {
-		return err
-	}
-	e, err := m.entry(id)
+	e, err := m.target(id)
 	if err != nil {
 		return err
 	}
@@ -440,10 +443,7 @@ func (m *Manager) List(f Filter) []Workload {
 func (m *Manager) ReportProgress(ctx context.Context, id string, p Progress) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.usable(false); err != nil {
-		return err
-	}
-	e, err := m.entry(id)
+	e, err := m.target(id)
 	if err != nil {
 		return err
 	}
@@ -459,10 +459,7 @@ func (m *Manager) ReportProgress(ctx context.Context, id string, p Progress) err
 func (m *Manager) MarkReady(ctx context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.usable(false); err != nil {
-		return err
-	}
-	e, err := m.entry(id)
+	e, err := m.target(id)
 	if err != nil {
 		return err
 	}

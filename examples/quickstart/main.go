@@ -22,6 +22,7 @@ import (
 	"github.com/gpufarm/gpufarm/gpu/sim"
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
+	"github.com/gpufarm/gpufarm/internal/syncbuf"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/isolation/process"
@@ -49,7 +50,7 @@ type timings struct {
 }
 
 func run(ctx context.Context, out io.Writer, args []string) error {
-	w := &lockedWriter{w: out} // the story, the event printer and the live line write at once
+	w := &syncbuf.Writer{W: out} // the story, the event printer and the live line write at once
 	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
 	fs.SetOutput(w)
 	short := fs.Bool("short", false, "shorter phases, for a smoke test")
@@ -574,16 +575,4 @@ func (e *env) trainer(id string, gpus, priority, steps int, every time.Duration,
 		s.Command = args
 	}
 	return s
-}
-
-// lockedWriter serialises writes from several goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -61,6 +61,25 @@ func (r *Runtime) deleteTask(ctx context.Context, id string) error {
 	return nil
 }
 
+// newTask makes the container's task, its output going to its log file
+// (written by containerd's shim). When the container has a task already,
+// it returns that task's state instead.
+func (r *Runtime) newTask(ctx context.Context, ctr ctrd.Container, ref isolation.Ref) (ctrd.Task, *taskState, error) {
+	path := r.logPath(ref)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, nil, fmt.Errorf("isolation: log dir: %w", err)
+	}
+	task, err := ctr.NewTask(ctx, cio.LogFile(path))
+	if !errdefs.IsAlreadyExists(err) {
+		return task, nil, err
+	}
+	ts, err := r.taskState(ctx, ref.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, &ts, nil
+}
+
 // Start starts a created container, or restarts a stopped one. Its output
 // goes to its log file, written by containerd's shim.
 func (r *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
@@ -68,17 +87,9 @@ func (r *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 	if err != nil {
 		return err
 	}
-	path := r.logPath(ref)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("isolation: log dir: %w", err)
-	}
-	task, err := ctr.NewTask(nctx, cio.LogFile(path))
-	if errdefs.IsAlreadyExists(err) {
-		ts, serr := r.taskState(nctx, ref.ID)
-		if serr != nil {
-			return serr
-		}
-		switch ts.status {
+	task, existing, err := r.newTask(nctx, ctr, ref)
+	if existing != nil {
+		switch existing.status {
 		case tasktypes.Status_CREATED:
 			// Prepared: only the process is left to run.
 			task, err = ctr.Task(nctx, nil)
@@ -90,10 +101,13 @@ func (r *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 			if err := ctr.Update(nctx, withoutLabels(labelStop, labelOOM)); err != nil {
 				return mapErr(err, "reset labels of %s", ref)
 			}
-			task, err = ctr.NewTask(nctx, cio.LogFile(path))
+			task, _, err = r.newTask(nctx, ctr, ref)
 		default:
-			return fmt.Errorf("%w: container %s is %s, not created or stopped", isolation.ErrState, ref, strings.ToLower(ts.status.String()))
+			return fmt.Errorf("%w: container %s is %s, not created or stopped", isolation.ErrState, ref, strings.ToLower(existing.status.String()))
 		}
+	}
+	if err == nil && task == nil {
+		err = fmt.Errorf("%w: container %s got a task while it started: start it once", isolation.ErrState, ref)
 	}
 	if err != nil {
 		return mapErr(err, "create task of %s", ref)
@@ -117,22 +131,13 @@ func (r *Runtime) Prepare(ctx context.Context, ref isolation.Ref) error {
 	if err != nil {
 		return err
 	}
-	path := r.logPath(ref)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return fmt.Errorf("isolation: log dir: %w", err)
-	}
-	_, err = ctr.NewTask(nctx, cio.LogFile(path))
-	if errdefs.IsAlreadyExists(err) {
-		ts, serr := r.taskState(nctx, ref.ID)
-		if serr != nil {
-			return serr
-		}
-		if ts.status == tasktypes.Status_CREATED {
-			return nil
-		}
-		return fmt.Errorf("%w: container %s is %s, not created", isolation.ErrState, ref, strings.ToLower(ts.status.String()))
-	}
-	if err != nil {
+	_, existing, err := r.newTask(nctx, ctr, ref)
+	switch {
+	case existing != nil && existing.status == tasktypes.Status_CREATED:
+		return nil
+	case existing != nil:
+		return fmt.Errorf("%w: container %s is %s, not created", isolation.ErrState, ref, strings.ToLower(existing.status.String()))
+	case err != nil:
 		return mapErr(err, "prepare task of %s", ref)
 	}
 	r.log.Debug("container prepared", "container", ref.String())

@@ -1,7 +1,6 @@
 package containerd_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/gpufarm/gpufarm/gpu"
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
+	"github.com/gpufarm/gpufarm/internal/syncbuf"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
@@ -93,22 +93,18 @@ type fixture struct {
 	logDir string
 	cdi    containerd.SimulatedCDI
 	opts   []containerd.Option
-	logw   *syncWriter
+	logw   *syncbuf.Buffer
 	// runtimes are closed when the test ends, after its containers are gone.
 	runtimes []*containerd.Runtime
 }
 
 // logText is what the runtimes of this fixture logged.
-func (f *fixture) logText() string {
-	f.logw.mu.Lock()
-	defer f.logw.mu.Unlock()
-	return f.logw.w.(*bytes.Buffer).String()
-}
+func (f *fixture) logText() string { return f.logw.String() }
 
 func newFixture(t testing.TB, extra ...containerd.Option) *fixture {
 	t.Helper()
 	d := daemon.Daemon(t)
-	f := &fixture{d: d, client: d.Client(t), logDir: filepath.Join(t.TempDir(), "logs"), logw: &syncWriter{w: &bytes.Buffer{}}}
+	f := &fixture{d: d, client: d.Client(t), logDir: filepath.Join(t.TempDir(), "logs"), logw: &syncbuf.Buffer{}}
 	var err error
 	f.cdi, err = containerd.WriteSimulatedCDI(filepath.Join(t.TempDir(), "cdi"), simulatedGPUs)
 	require.NoError(t, err)
@@ -230,15 +226,4 @@ func parseReport(t testing.TB, out string) Report {
 	}
 	t.Fatalf("no report in output %q", out)
 	return Report{}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

@@ -1,13 +1,11 @@
 package process_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,13 +14,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/gpu"
+	"github.com/gpufarm/gpufarm/internal/syncbuf"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/process"
 )
 
-func newProcess(t *testing.T, opts ...process.Option) (*process.Runtime, *syncWriter) {
+func newProcess(t *testing.T, opts ...process.Option) (*process.Runtime, *syncbuf.Buffer) {
 	t.Helper()
-	logw := &syncWriter{w: &bytes.Buffer{}}
+	logw := &syncbuf.Buffer{}
 	opts = append([]process.Option{
 		process.WithLogDir(filepath.Join(t.TempDir(), "logs")),
 		process.WithLogger(slog.New(slog.NewTextHandler(logw, nil))),
@@ -31,23 +30,6 @@ func newProcess(t *testing.T, opts ...process.Option) (*process.Runtime, *syncWr
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p, logw
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.(*bytes.Buffer).String()
 }
 
 func shSpec(id, script string) isolation.Spec {

@@ -351,35 +351,36 @@ func (s *Store) TrimEvents(ctx context.Context, upTo uint64) error {
 
 // PutSetting stores a node setting.
 func (s *Store) PutSetting(ctx context.Context, key string, value []byte) error {
-	return s.update(ctx, fmt.Sprintf("put setting %q", key), func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketSettings).Put([]byte(key), value)
-	})
+	return s.putIn(ctx, bucketSettings, "setting", key, value)
 }
 
 // Setting returns a node setting, nil when it was never set.
 func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
-	var v []byte
-	err := s.view(ctx, fmt.Sprintf("setting %q", key), func(tx *bbolt.Tx) error {
-		if b := tx.Bucket(bucketSettings).Get([]byte(key)); b != nil {
-			v = append([]byte{}, b...)
-		}
-		return nil
-	})
-	return v, err
+	return s.getFrom(ctx, bucketSettings, "setting", key)
 }
 
 // PutLog stores the kept log tail of a workload.
 func (s *Store) PutLog(ctx context.Context, id string, tail []byte) error {
-	return s.update(ctx, fmt.Sprintf("put log of %q", id), func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketLogs).Put([]byte(id), tail)
-	})
+	return s.putIn(ctx, bucketLogs, "log of", id, tail)
 }
 
 // Log returns the kept log tail of a workload, nil when none is kept.
 func (s *Store) Log(ctx context.Context, id string) ([]byte, error) {
+	return s.getFrom(ctx, bucketLogs, "log of", id)
+}
+
+// putIn stores one value under key in a bucket of plain values.
+func (s *Store) putIn(ctx context.Context, bucket []byte, what, key string, value []byte) error {
+	return s.update(ctx, fmt.Sprintf("put %s %q", what, key), func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucket).Put([]byte(key), value)
+	})
+}
+
+// getFrom reads the value under key, a copy, or nil when there is none.
+func (s *Store) getFrom(ctx context.Context, bucket []byte, what, key string) ([]byte, error) {
 	var v []byte
-	err := s.view(ctx, fmt.Sprintf("log of %q", id), func(tx *bbolt.Tx) error {
-		if b := tx.Bucket(bucketLogs).Get([]byte(id)); b != nil {
+	err := s.view(ctx, fmt.Sprintf("read %s %q", what, key), func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucket).Get([]byte(key)); b != nil {
 			v = append([]byte{}, b...)
 		}
 		return nil
