@@ -168,6 +168,13 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	d.mu.Lock()
 	cmd, exited := d.cmd, d.exited
 	d.mu.Unlock()
+	terminate(cmd, exited)
+	d.logf("containerdtest: containerd pid %d stopped for a restart", cmd.Process.Pid)
+	return d.run(ctx)
+}
+
+// terminate stops a daemon process: SIGTERM, then SIGKILL after 10 s.
+func terminate(cmd *exec.Cmd, exited chan struct{}) {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
@@ -175,8 +182,6 @@ func (d *Daemon) Restart(ctx context.Context) error {
 		_ = cmd.Process.Kill()
 		<-exited
 	}
-	d.logf("containerdtest: containerd pid %d stopped for a restart", cmd.Process.Pid)
-	return d.run(ctx)
 }
 
 // Config is the configuration file of a daemon whose folder is dir, as
@@ -296,13 +301,7 @@ func (d *Daemon) stop() error {
 	case isDone(exited):
 	default:
 		d.cleanContainers()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
+		terminate(cmd, exited)
 	}
 	for _, pid := range d.shimPIDs() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
