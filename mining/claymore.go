@@ -159,14 +159,11 @@ func (a claymoreFamily) Parse(ep string, body []byte, st *Stats) error {
 func claymoreFields(body []byte, st *Stats, variant string) (int, error) {
 	var result [20][]byte
 	n, found := 0, false
-	for line := range bytes.Lines(body) {
-		line = bytes.TrimSpace(bytes.TrimRight(line, "\x00"))
-		if len(line) == 0 {
-			continue
-		}
-		s := newScanner(line)
+	// One JSON object, or several (ethminer answers api_authorize first),
+	// one after another.
+	s := newScanner(body)
+	for s.peek() != 0 {
 		var rpcErr []byte
-		isStat := false
 		for it := s.object(); it.next(); {
 			switch string(it.key()) {
 			case "result":
@@ -174,7 +171,7 @@ func claymoreFields(body []byte, st *Stats, variant string) (int, error) {
 					s.skip()
 					continue
 				}
-				isStat, n = true, 0
+				found, n = true, 0
 				for e := s.array(); e.next(); {
 					if v := s.text(); n < len(result) {
 						result[n] = v
@@ -193,13 +190,15 @@ func claymoreFields(body []byte, st *Stats, variant string) (int, error) {
 				s.skip()
 			}
 		}
-		if err := s.end(); err != nil {
-			return 0, err
-		}
-		if rpcErr != nil {
+		if rpcErr != nil && s.err == nil {
 			return 0, fmt.Errorf("%w: %s", ErrRefused, bytes.TrimSpace(rpcErr))
 		}
-		found = found || isStat
+		for s.i < len(s.b) && s.b[s.i] == 0 {
+			s.i++
+		}
+	}
+	if err := s.end(); err != nil {
+		return 0, err
 	}
 	if !found {
 		return 0, fmt.Errorf("%w: no miner_getstat result", ErrMalformed)

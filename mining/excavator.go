@@ -79,7 +79,7 @@ func (excavator) Requests(string) []Request {
 
 func (excavator) Detect(body []byte) string {
 	for _, d := range []struct{ key, ep string }{
-		{`"algorithms"`, "algorithm.list"}, {`"workers"`, "worker.list"}, {`"devices"`, "devices.get"},
+		{`"workers"`, "worker.list"}, {`"algorithms"`, "algorithm.list"}, {`"devices"`, "devices.get"},
 		{`"device"`, "device.get"}, {`"build_platform"`, "info"}, {`"server_status"`, "subscribe.info"},
 	} {
 		if bytes.Contains(body, []byte(d.key)) {

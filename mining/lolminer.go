@@ -160,9 +160,11 @@ func (a lolMiner) Parse(ep string, body []byte, st *Stats) error {
 	if !d.v2 {
 		// v1 and flat: the rates are in Performance_Unit, or, before it
 		// existed, in the algorithm's own unit.
-		st.Unit, d.factor = unitOf(st.Algorithm), 1
+		st.Unit = unitOf(st.Algorithm)
 		if d.unitKnown {
 			st.Unit = d.unit
+		} else {
+			d.factor = 1
 		}
 		st.scale(d.factor)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"time"
+
+	"github.com/gpufarm/gpufarm/gpu"
 )
 
 // nbminer is NBMiner (NVIDIA, AMD; discontinued in 2022). --api host:port
@@ -50,6 +52,7 @@ func (a nbminer) Parse(ep string, body []byte, st *Stats) error {
 	st.Miner = a.name
 	s := newScanner(body)
 	seen := false
+	var display gpu.Optional[float64]
 	for it := s.object(); it.next(); {
 		switch string(it.key()) {
 		case "version":
@@ -64,6 +67,8 @@ func (a nbminer) Parse(ep string, body []byte, st *Stats) error {
 				switch string(m.key()) {
 				case "total_hashrate_raw":
 					st.Rate = s.rate(1)
+				case "total_hashrate":
+					display = s.siRate()
 				case "total_power_consume":
 					st.PowerW = s.sensor()
 				case "devices":
@@ -103,11 +108,20 @@ func (a nbminer) Parse(ep string, body []byte, st *Stats) error {
 	if !seen {
 		return fmt.Errorf("%w: not an NBMiner status: no miner", ErrMalformed)
 	}
+	if !st.Rate.Valid { // before the _raw fields (v10 and older)
+		st.Rate = display
+	}
 	st.Unit = unitOf(st.Algorithm)
 	return nil
 }
 
 func nbDevice(s *scanner, g *GPUStats) {
+	var display gpu.Optional[float64]
+	defer func() {
+		if !g.Rate.Valid {
+			g.Rate = display
+		}
+	}()
 	for f := s.object(); f.next(); {
 		switch string(f.key()) {
 		case "id":
@@ -120,6 +134,8 @@ func nbDevice(s *scanner, g *GPUStats) {
 			}
 		case "hashrate_raw":
 			g.Rate = s.rate(1)
+		case "hashrate":
+			display = s.siRate()
 		case "accepted_shares":
 			g.Shares.Accepted = s.count()
 		case "rejected_shares":

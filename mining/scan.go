@@ -334,6 +334,33 @@ func (s *scanner) rate(factor float64) gpu.Optional[float64] {
 	return gpu.Some(v * factor)
 }
 
+// siRate reads a rate that may be a number or a display string with an SI
+// suffix ("61.50 M", "4.29 G", "0.000 ").
+func (s *scanner) siRate() gpu.Optional[float64] {
+	if s.peek() != '"' {
+		return s.rate(1)
+	}
+	t := bytes.TrimSpace(s.str())
+	if len(t) == 0 {
+		return gpu.Optional[float64]{}
+	}
+	factor := 1.0
+	if c := t[len(t)-1]; c < '0' || c > '9' {
+		f, ok := siFactor(string(c))
+		if !ok {
+			s.fail("want a rate with an SI suffix, found %q", t)
+			return gpu.Optional[float64]{}
+		}
+		factor, t = f, bytes.TrimSpace(t[:len(t)-1])
+	}
+	v, ok := s.parseFloat(t)
+	if !ok || v < 0 {
+		s.fail("want a rate, found %q", t)
+		return gpu.Optional[float64]{}
+	}
+	return gpu.Some(v * factor)
+}
+
 // count reads a share count or any other counter: a negative or fractional
 // count fails the scan.
 func (s *scanner) count() gpu.Optional[int64] {

@@ -61,7 +61,7 @@ func (xmrig) Detect(body []byte) string {
 		return "2/backends"
 	case bytes.Contains(t, []byte(`"health"`)) && bytes.Contains(t, []byte(`"hashrate"`)):
 		return "summary" // legacy xmrig-nvidia / xmrig-amd at /
-	case bytes.Contains(t, []byte(`"threads"`)) && bytes.Contains(t, []byte(`"hashrate"`)):
+	case bytes.Contains(t, []byte(`"threads": [`)) || bytes.Contains(t, []byte(`"threads":[`)):
 		return "1/summary"
 	case bytes.Contains(t, []byte(`"hashrate"`)) && bytes.Contains(t, []byte(`"results"`)):
 		return "2/summary"
