@@ -42,16 +42,16 @@ type gpuWant struct {
 }
 
 type fixture struct {
-	file, miner, endpoint       string
-	version, algo, pool, user   string
-	unit                        Unit
-	rate                        gpu.Optional[float64]
-	acc, rej, stale, inv        gpu.Optional[int64]
-	uptime                      gpu.Optional[time.Duration]
-	powerW                      gpu.Optional[float64]
-	started                     int64 // Unix seconds, 0 for none
-	gpus                        int
-	want                        []gpuWant
+	file, miner, endpoint     string
+	version, algo, pool, user string
+	unit                      Unit
+	rate                      gpu.Optional[float64]
+	acc, rej, stale, inv      gpu.Optional[int64]
+	uptime                    gpu.Optional[time.Duration]
+	powerW                    gpu.Optional[float64]
+	started                   int64 // Unix seconds, 0 for none
+	gpus                      int
+	want                      []gpuWant
 }
 
 var fixtures = []fixture{
