@@ -297,7 +297,13 @@ func (c *Client) fetchTCP(ctx context.Context, r Request) error {
 	if _, err := conn.Write(r.Payload); err != nil {
 		return unavailable(ctx, c.cfg.timeout, err)
 	}
-	return c.readBody(ctx, conn, r.Lines)
+	if err := c.readBody(ctx, conn, r.Lines); err != nil {
+		return err
+	}
+	if c.buf.Len() == 0 {
+		return fmt.Errorf("%w: the miner closed the connection without a reply", ErrUnavailable)
+	}
+	return nil
 }
 
 // readBody reads a reply into c.buf: to the end, or, when lines > 0, up to

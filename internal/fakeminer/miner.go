@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,6 +20,8 @@ type config struct {
 	difficulty  float64 // hashes per share
 	rejectEvery int     // every Nth share is rejected; 0 = none
 	warmup      bool    // emulate a fresh start: averaging windows fill over time
+	api         string  // the miner whose API is served; "" serves T-Rex's and XMRig's summaries
+	token       string  // the API token the real miner's arguments set
 }
 
 // segment is a stretch of constant hashrate starting at start.
@@ -43,6 +46,11 @@ type miner struct {
 	segs    []segment // sorted by start; segs[0] covers at least the longest window
 	pruned  float64   // hashes since start in segments dropped from segs
 	highest float64   // highest rate since start, H/s
+	fault   string    // the fault put on the API; "" or "none" for none
+	shown   int       // GPUs the API lists
+
+	// ctx ends when the miner stops: hung replies return then.
+	ctx context.Context
 }
 
 func newMiner(cfg config, now func() time.Time) *miner {
@@ -53,7 +61,7 @@ func newMiner(cfg config, now func() time.Time) *miner {
 		// every averaging window is full from the first request.
 		first = start.Add(-historyKeep)
 	}
-	return &miner{cfg: cfg, now: now, start: start, highest: cfg.hashrateHs,
+	return &miner{cfg: cfg, now: now, start: start, highest: cfg.hashrateHs, shown: cfg.gpus, ctx: context.Background(),
 		segs: []segment{{start: first, rateHs: cfg.hashrateHs}}}
 }
 
