@@ -122,8 +122,8 @@ func (m *miner) routes(mux *http.ServeMux) {
 		mux.Handle("GET /summary", m.apiHandler(trex))
 	case "xmrig":
 		for p, f := range map[string]func(stats) []byte{
-			"/1/summary": func(st stats) []byte { return encode(m.xmrigSummary(st)) },
-			"/2/summary": func(st stats) []byte { return encode(m.xmrigSummary(st)) },
+			"/1/summary":  func(st stats) []byte { return encode(m.xmrigSummary(st)) },
+			"/2/summary":  func(st stats) []byte { return encode(m.xmrigSummary(st)) },
 			"/2/backends": m.xmrigBackends,
 		} {
 			mux.Handle("GET "+p, m.apiHandler(m.bearer(ok(f))))
