@@ -192,7 +192,7 @@ func (w *Watchdog) Observe(uuid string, o Observation) (restart bool, reason str
 	if d := since(&g.unreachable, o.Err != nil && !inGrace); o.Err != nil && !inGrace {
 		fault = true
 		if d >= c.Unreachable {
-			return true, fmt.Sprintf("miner API failing for %v: %v", d.Round(time.Second), o.Err)
+			return true, fmt.Sprintf("miner API failing for %v: %v", roundDur(d), o.Err)
 		}
 	}
 	if o.Err == nil {
@@ -200,7 +200,7 @@ func (w *Watchdog) Observe(uuid string, o Observation) (restart bool, reason str
 		if d := since(&g.missing, o.Missing); o.Missing {
 			fault = true
 			if d >= c.For {
-				return true, fmt.Sprintf("GPU missing from the miner's stats for %v", d.Round(time.Second))
+				return true, fmt.Sprintf("GPU missing from the miner's stats for %v", roundDur(d))
 			}
 		}
 		if o.Rate.Valid && !inGrace {
@@ -214,10 +214,10 @@ func (w *Watchdog) Observe(uuid string, o Observation) (restart bool, reason str
 				if d >= c.For {
 					if lowAbs {
 						return true, fmt.Sprintf("rate %s below the minimum %s for %v",
-							rateText(rate, o.Unit), rateText(c.MinRate, o.Unit), d.Round(time.Second))
+							rateText(rate, o.Unit), rateText(c.MinRate, o.Unit), roundDur(d))
 					}
 					return true, fmt.Sprintf("rate %s below %.0f %% of its median %s for %v",
-						rateText(rate, o.Unit), c.MinShareOfMedian*100, rateText(median, o.Unit), d.Round(time.Second))
+						rateText(rate, o.Unit), c.MinShareOfMedian*100, rateText(median, o.Unit), roundDur(d))
 				}
 			} else {
 				g.samples = append(g.samples, rateSample{now, rate})
@@ -313,4 +313,13 @@ func rateText(v float64, u Unit) string {
 	}
 	unit := string(u)
 	return fmt.Sprintf("%.2f %s%s", v, prefixes[i], unit)
+}
+
+// roundDur rounds a duration for a message: to 100 ms under 10 s, else to
+// the second.
+func roundDur(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }

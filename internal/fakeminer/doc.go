@@ -27,7 +27,7 @@
 //	POST|PUT /control/fault?mode=       break the miner's API: hang, garbage, html
 //	                                    (a 500 page), truncate, huge (10 MB),
 //	                                    close; none mends it
-//	POST|PUT /control/gpus?value=       list only the first N GPUs in the stats,
+//	POST|PUT /control/gpus?value=       list only the first N GPUs (0 or more) in the stats,
 //	                                    as if the others had fallen off the bus
 //
 // Numbers are integrals of the hashrate over time: accepted shares are

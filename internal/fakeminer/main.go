@@ -38,6 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.rejectEvery, "reject-every", 0, "every Nth share is rejected (0: none)")
 	fs.BoolVar(&cfg.warmup, "warmup", false, "emulate a fresh start: averaging windows fill over time (XMRig null, T-Rex hour/day 0); default: windows are full from the start")
 	fs.StringVar(&cfg.api, "api", "", "serve this miner's API, and read its command line after --: "+strings.Join(apiNames(), ", ")+" (default: T-Rex's and XMRig's summaries)")
+	fs.DurationVar(&cfg.window, "avg-window", time.Minute, "averaging window of the reported rate (T-Rex's --hashrate-avr; XMRig's middle window)")
 	logEvery := fs.Duration("log-interval", 10*time.Second, "interval of the stats line on stdout (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -77,6 +78,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.rejectEvery < 0 {
 		problems = append(problems, fmt.Errorf("-reject-every must be >= 0, got %d", cfg.rejectEvery))
+	}
+	if cfg.window <= 0 {
+		problems = append(problems, fmt.Errorf("-avg-window must be > 0, got %s", cfg.window))
 	}
 	if *logEvery < 0 {
 		problems = append(problems, fmt.Errorf("-log-interval must be >= 0, got %s", *logEvery))

@@ -22,6 +22,9 @@ type config struct {
 	warmup      bool    // emulate a fresh start: averaging windows fill over time
 	api         string  // the miner whose API is served; "" serves T-Rex's and XMRig's summaries
 	token       string  // the API token the real miner's arguments set
+	// window is the averaging window of the reported rate (T-Rex's
+	// --hashrate-avr, XMRig's 60 s); default a minute.
+	window time.Duration
 }
 
 // segment is a stretch of constant hashrate starting at start.
@@ -118,7 +121,7 @@ type stats struct {
 	current float64 // instantaneous rate, H/s
 	// Window averages in H/s; nil while the window is not yet full (only
 	// with warmup).
-	avg10s, avg60s, avg15m, avgHour, avgDay *float64
+	avg10s, avg60s, avg15m, avgHour, avgDay *float64 // avg60s: over -avg-window
 	highest                                 float64
 	hashesTotal                             float64
 	shares, accepted, rejected              int64
@@ -138,7 +141,11 @@ func (m *miner) snapshot() stats {
 		v := m.hashes(from, t) / w.Seconds()
 		return &v
 	}
-	st.avg10s, st.avg60s, st.avg15m = avg(10*time.Second), avg(time.Minute), avg(15*time.Minute)
+	window := m.cfg.window
+	if window <= 0 {
+		window = time.Minute
+	}
+	st.avg10s, st.avg60s, st.avg15m = avg(10*time.Second), avg(window), avg(15*time.Minute)
 	st.avgHour, st.avgDay = avg(time.Hour), avg(24*time.Hour)
 	st.highest = m.highest
 	from := m.start

@@ -166,7 +166,7 @@ func (m *miner) bearer(next func(*http.Request) ([]byte, int)) func(*http.Reques
 //	GET      /control/hashrate          {"hashrate": H/s}
 //	POST|PUT /control/hashrate?value=   set the total hashrate in H/s
 //	POST|PUT /control/fault?mode=       none, hang, garbage, html, truncate, huge, close
-//	POST|PUT /control/gpus?value=       how many GPUs the API lists (1 to -gpus)
+//	POST|PUT /control/gpus?value=       how many GPUs the API lists (0 to -gpus)
 func (m *miner) controlRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /control/hashrate", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]float64{"hashrate": m.snapshot().current})
@@ -195,8 +195,8 @@ func (m *miner) controlRoutes(mux *http.ServeMux) {
 	}
 	setGPUs := func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.Atoi(r.URL.Query().Get("value"))
-		if err != nil || n < 1 || n > m.cfg.gpus {
-			bad(w, fmt.Sprintf("value must be a number of GPUs from 1 to %d", m.cfg.gpus))
+		if err != nil || n < 0 || n > m.cfg.gpus {
+			bad(w, fmt.Sprintf("value must be a number of GPUs from 0 to %d", m.cfg.gpus))
 			return
 		}
 		m.setShownGPUs(n)
