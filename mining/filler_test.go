@@ -55,6 +55,12 @@ func (r *recorder) add(ev Event) {
 	r.mu.Unlock()
 }
 
+func (r *recorder) all() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
 func (r *recorder) of(typ EventType) []Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
