@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/gpufarm/gpufarm/gpu"
 )
 
 // Adapter knows one miner program: how to launch it and how to read its
@@ -287,16 +285,30 @@ func AdapterByName(name string) (Adapter, error) {
 // unitOf is the unit a miner's rate for algo counts in, by the algorithm's
 // name as miners spell it.
 func unitOf(algo string) Unit {
-	a := strings.ToLower(algo)
+	has := func(sub string) bool { return containsFold(algo, sub) }
 	switch {
-	case strings.Contains(a, "equihash"), strings.Contains(a, "equi"), strings.Contains(a, "zhash"),
-		strings.Contains(a, "zelhash"), strings.Contains(a, "beam"), strings.Contains(a, "aion"):
+	case has("equi"), has("zhash"), has("zelhash"), has("beam"), has("aion"):
 		return UnitSolutions
-	case strings.Contains(a, "cuck"), strings.Contains(a, "cortex"), strings.Contains(a, "grin"),
-		strings.Contains(a, "aeternity"), strings.HasPrefix(a, "c29"), strings.HasPrefix(a, "c31"), strings.HasPrefix(a, "c32"):
+	case has("cuck"), has("cortex"), has("grin"), has("aeternity"), hasPrefixFold(algo, "c29"),
+		hasPrefixFold(algo, "c31"), hasPrefixFold(algo, "c32"):
 		return UnitGraphs
 	}
 	return UnitHashes
+}
+
+// containsFold is strings.Contains ignoring ASCII case, without
+// allocating.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // unitText reads a miner's unit string ("H/s", "Mh/s", "sol/s", "G/s") as
@@ -318,66 +330,108 @@ func unitText(b []byte) (Unit, float64, bool) {
 	return unit, f, ok
 }
 
-// siFactor is the factor of an SI prefix: "" 1, "k" 1e3, "m" 1e6, ...
+// siFactor is the factor of an SI prefix: "" 1, "k" 1e3, "M" 1e6, ...
+// (either case).
 func siFactor(p string) (float64, bool) {
-	switch strings.ToLower(p) {
-	case "":
+	if p == "" {
 		return 1, true
-	case "k":
+	}
+	if len(p) != 1 {
+		return 0, false
+	}
+	switch p[0] | 0x20 { // lower case
+	case 'k':
 		return 1e3, true
-	case "m":
+	case 'm':
 		return 1e6, true
-	case "g":
+	case 'g':
 		return 1e9, true
-	case "t":
+	case 't':
 		return 1e12, true
-	case "p":
+	case 'p':
 		return 1e15, true
 	}
 	return 0, false
 }
 
-// pciBusID formats a bus id from numbers; -1 parts are unknown and make it
-// empty.
+// pciBusID formats a bus id from numbers as gpu.NormalizePCIBusID does
+// ("0000:0a:00.0"); an unknown (negative) domain is 0, an out-of-range
+// part makes it empty.
 func pciBusID(domain, bus, dev, fn int) string {
 	if bus < 0 || bus > 0xff || dev < 0 || dev > 0x1f || fn < 0 || fn > 7 || domain > 0xffff {
 		return ""
 	}
-	if domain < 0 {
-		domain = 0
+	domain = max(domain, 0)
+	const hex = "0123456789abcdef"
+	b := [12]byte{
+		hex[domain>>12&0xf], hex[domain>>8&0xf], hex[domain>>4&0xf], hex[domain&0xf], ':',
+		hex[bus>>4], hex[bus&0xf], ':', hex[dev>>4], hex[dev&0xf], '.', hex[fn],
 	}
-	return fmt.Sprintf("%04x:%02x:%02x.%x", domain, bus, dev, fn)
+	return string(b[:])
 }
 
 // normBusID normalises a hex bus id as miners print it ("0000:0A:00.0",
 // "01:00.0", "0b:0"); "" when it cannot.
 func normBusID(b []byte) string {
-	t := strings.TrimSpace(string(b))
-	if t == "" || t == "n/a" {
-		return ""
-	}
-	if n, err := normalizeShort(t, 16); err == nil {
-		return n
-	}
-	return ""
+	return parseBusID(bytes.TrimSpace(b), 16)
 }
 
-// normalizeShort reads "bus:dev" (bus in base) or any form
-// gpu.NormalizePCIBusID takes.
-func normalizeShort(t string, base int) (string, error) {
-	parts := strings.Split(t, ":")
-	if len(parts) == 2 && !strings.Contains(parts[1], ".") {
-		bus, err1 := strconv.ParseUint(parts[0], base, 8)
-		dev, err2 := strconv.ParseUint(parts[1], 16, 5)
-		if err1 != nil || err2 != nil {
-			return "", fmt.Errorf("%w: bus id %q", ErrMalformed, t)
+// parseBusID reads [domain:]bus:device[.function], the bus in base (16, or
+// 10 for lolMiner), without allocating but for the result.
+func parseBusID(b []byte, base uint64) string {
+	var parts [3][]byte
+	n := 0
+	for len(b) > 0 && n < 3 {
+		var p []byte
+		p, b, _ = bytes.Cut(b, []byte(":"))
+		parts[n] = p
+		n++
+	}
+	if len(b) > 0 || n < 2 {
+		return ""
+	}
+	domain, busPart, devPart := []byte("0"), parts[0], parts[1]
+	if n == 3 {
+		domain, busPart, devPart = parts[0], parts[1], parts[2]
+	}
+	devPart, fnPart, _ := bytes.Cut(devPart, []byte("."))
+	if len(fnPart) == 0 {
+		fnPart = []byte("0")
+	}
+	d, ok1 := parseUint(domain, 16, 0xffff)
+	bu, ok2 := parseUint(busPart, base, 0xff)
+	dv, ok3 := parseUint(devPart, 16, 0x1f)
+	fn, ok4 := parseUint(fnPart, 16, 7)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return ""
+	}
+	return pciBusID(int(d), int(bu), int(dv), int(fn))
+}
+
+// parseUint reads a non-empty number in base up to limit.
+func parseUint(b []byte, base, limit uint64) (uint64, bool) {
+	if len(b) == 0 || len(b) > 8 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		var d uint64
+		switch {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c >= 'a' && c <= 'f':
+			d = uint64(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
 		}
-		return pciBusID(0, int(bus), int(dev), 0), nil
+		if d >= base {
+			return 0, false
+		}
+		v = v*base + d
 	}
-	if base != 16 {
-		return "", fmt.Errorf("%w: bus id %q", ErrMalformed, t)
-	}
-	return gpu.NormalizePCIBusID(t)
+	return v, v <= limit
 }
 
 // nvidiaUUID turns T-Rex's bare 32 hex digits (possibly NUL-terminated)
@@ -394,11 +448,23 @@ func nvidiaUUID(b []byte) string {
 	if len(b) != 32 {
 		return ""
 	}
-	for _, c := range b {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+	var out [40]byte
+	copy(out[:], "GPU-")
+	j := 4
+	for i, c := range b {
+		switch {
+		case c >= '0' && c <= '9' || c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			c += 'a' - 'A'
+		default:
 			return ""
 		}
+		if i == 8 || i == 12 || i == 16 || i == 20 {
+			out[j] = '-'
+			j++
+		}
+		out[j] = c
+		j++
 	}
-	h := strings.ToLower(string(b))
-	return "GPU-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	return string(out[:])
 }

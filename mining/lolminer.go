@@ -346,25 +346,5 @@ func (lolMiner) flatGPU(s *scanner, g *GPUStats) {
 // lolBusID reads lolMiner's PCIE_Address, "bus:device" with the bus in
 // decimal ("16:0" is bus 0x10).
 func lolBusID(b []byte) string {
-	id, err := normalizeShort(strings.TrimSpace(string(b)), 10)
-	if err != nil {
-		return ""
-	}
-	return id
-}
-
-// scale multiplies the total and every GPU's rate by factor, for miners
-// that report in a multiple of the unit.
-func (st *Stats) scale(factor float64) {
-	if factor == 1 {
-		return
-	}
-	if st.Rate.Valid {
-		st.Rate.Value *= factor
-	}
-	for i := range st.GPUs {
-		if st.GPUs[i].Rate.Valid {
-			st.GPUs[i].Rate.Value *= factor
-		}
-	}
+	return parseBusID(bytes.TrimSpace(b), 10)
 }

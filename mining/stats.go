@@ -127,3 +127,19 @@ func (r Reading) Age(now time.Time) time.Duration {
 	}
 	return now.Sub(r.At)
 }
+
+// scale multiplies the total and every GPU's rate by factor, for miners
+// that report in a multiple of the unit.
+func (st *Stats) scale(factor float64) {
+	if factor == 1 {
+		return
+	}
+	if st.Rate.Valid {
+		st.Rate.Value *= factor
+	}
+	for i := range st.GPUs {
+		if st.GPUs[i].Rate.Valid {
+			st.GPUs[i].Rate.Value *= factor
+		}
+	}
+}

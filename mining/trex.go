@@ -226,7 +226,7 @@ func fan(s *scanner) gpu.Optional[float64] {
 
 // joinLogin is "user.worker", or user alone.
 func joinLogin(user, worker []byte) string {
-	if len(worker) == 0 || bytes.HasSuffix(user, append([]byte("."), worker...)) {
+	if n := len(user) - len(worker); len(worker) == 0 || n > 0 && user[n-1] == '.' && bytes.Equal(user[n:], worker) {
 		return string(user)
 	}
 	return string(user) + "." + string(worker)
