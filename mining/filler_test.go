@@ -345,6 +345,17 @@ func TestFillerSwitchesToTheMoreProfitable(t *testing.T) {
 	assert.Equal(t, "etc", sw[0].Miner)
 	assert.Empty(t, n.ev.of(EventRestart), "a switch is not a restart: no backoff")
 	assert.Equal(t, "lolminer", st[0].Reading.Stats.Miner)
+
+	// The economic policy weighs an offer against what the GPUs earn now.
+	require.Eventually(t, func() bool { e, ok := n.f.Estimate(n.devs[0].UUID); return ok && e.Miner == "etc" }, 10*time.Second, 20*time.Millisecond)
+	e, _ = n.f.Estimate(n.devs[0].UUID)
+	policy, err := n.f.Policy(20)
+	require.NoError(t, err)
+	ok, why := policy.Displace(workload.Spec{PricePerGPUHour: e.ProfitPerHour * 1.1}, n.devs)
+	assert.False(t, ok, "10 %% above mining is below the 20 %% margin")
+	assert.Contains(t, why, "does not beat mining on GPU 0")
+	ok, _ = policy.Displace(workload.Spec{PricePerGPUHour: e.ProfitPerHour * 1.3}, n.devs)
+	assert.True(t, ok)
 }
 
 // switchableMarket prices two Ethash coins with the difficulty and reward

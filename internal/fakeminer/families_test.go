@@ -51,6 +51,12 @@ func TestEveryAPIReadsBackThroughItsAdapter(t *testing.T) {
 			require.NoError(t, err)
 			defer c.Close()
 			clk.advance(time.Minute)
+			if s, ok := a.(mining.Starter); ok { // Excavator takes its work through its API
+				reqs, err := s.StartRequests(mining.Launch{Algorithm: a.Algorithms()[0], Pool: "127.0.0.1:3333",
+					Wallet: "0xabc", Worker: "rig", GPUs: 2, APIPort: 4000})
+				require.NoError(t, err)
+				require.NoError(t, c.Send(context.Background(), reqs))
+			}
 
 			r, err := c.Poll(context.Background())
 			require.NoError(t, err)
