@@ -26,6 +26,7 @@ func dgxWithControls() (*dgxa100.Server, []*nvmlLimits) {
 	srv := dgxa100.New()
 	var states []*nvmlLimits
 	ns := gonvml.ERROR_NOT_SUPPORTED
+	srv.EventSetCreateFunc = func() (gonvml.EventSet, gonvml.Return) { return nil, ns }
 	for _, h := range srv.Devices {
 		d := h.(*dgxa100.Device)
 		st := &nvmlLimits{limitMW: 400000}
