@@ -195,13 +195,28 @@ func (l *Launch) check(a Adapter) (pool, error) {
 	return p, nil
 }
 
-// noToken refuses an API token for a miner whose API has no
-// authentication, rather than leave the operator believing it is protected.
-func noToken(a Adapter, l Launch) error {
-	if l.APIToken != "" {
-		return fmt.Errorf("%w: %s: Launch.APIToken: %s's API has no authentication; leave it empty (the API is bound to 127.0.0.1)", ErrInvalid, a.Name(), a.Name())
+// checkNoToken is check for a miner whose API has no authentication: a
+// token is refused rather than leave the operator believing the API is
+// protected.
+func (l *Launch) checkNoToken(a Adapter) (pool, error) {
+	p, err := l.check(a)
+	if err != nil {
+		return p, err
 	}
-	return nil
+	if l.APIToken != "" {
+		return p, fmt.Errorf("%w: %s: Launch.APIToken: %s's API has no authentication; leave it empty (the API is bound to 127.0.0.1)", ErrInvalid, a.Name(), a.Name())
+	}
+	return p, nil
+}
+
+// ccminerArgs is the command line many CUDA miners took from ccminer:
+// -a algorithm -o pool -u wallet -p password [-w worker] -d devices.
+func (l Launch) ccminerArgs(algo string, p pool) []string {
+	args := []string{"-a", algo, "-o", p.url(), "-u", l.Wallet, "-p", l.password()}
+	if l.Worker != "" {
+		args = append(args, "-w", l.Worker)
+	}
+	return append(args, "-d", l.devices(","))
 }
 
 // login is the wallet with the worker appended after a dot, the form most
@@ -255,9 +270,14 @@ func (b base) Algorithms() []string {
 	return out
 }
 
-// endpointErr is the error for an endpoint the adapter does not parse.
-func (b base) endpointErr(ep string) error {
-	return fmt.Errorf("%w: %s has no endpoint %q: use one of %s", ErrInvalid, b.name, ep, strings.Join(b.endpoints, ", "))
+// begin starts a Parse: an endpoint the adapter does not parse is an
+// ErrInvalid; the stats are the adapter's.
+func (b base) begin(ep string, st *Stats) error {
+	if !slices.Contains(b.endpoints, ep) {
+		return fmt.Errorf("%w: %s has no endpoint %q: use one of %s", ErrInvalid, b.name, ep, strings.Join(b.endpoints, ", "))
+	}
+	st.Miner = b.name
+	return nil
 }
 
 // Adapters returns the SDK's adapters, one per miner, ordered by name.

@@ -2,7 +2,6 @@ package mining
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/gpufarm/gpufarm/gpu"
 )
@@ -56,21 +55,16 @@ func (bzMiner) Detect(body []byte) string {
 }
 
 func (a bzMiner) Parse(ep string, body []byte, st *Stats) error {
-	st.Miner = a.name
+	if err := a.begin(ep, st); err != nil {
+		return err
+	}
 	s := newScanner(body)
-	switch ep {
-	case "pool":
-		if !bzPool(s, st) {
-			s.fail("not a BzMiner pool: no algorithm")
-		}
-		if err := s.end(); err != nil {
+	if ep == "pool" {
+		if err := s.finish(bzPool(s, st), "a BzMiner pool: no algorithm"); err != nil {
 			return err
 		}
 		st.Unit = unitOf(st.Algorithm)
 		return nil
-	case "status":
-	default:
-		return a.endpointErr(ep)
 	}
 	seen := false
 	for it := s.object(); it.next(); {
@@ -97,11 +91,8 @@ func (a bzMiner) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "a BzMiner status: no pools and no devices"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not a BzMiner status: no pools and no devices", ErrMalformed)
 	}
 	if !st.Rate.Valid && len(st.GPUs) > 0 {
 		var total float64

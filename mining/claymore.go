@@ -143,12 +143,9 @@ func (a claymoreFamily) Detect(body []byte) string {
 }
 
 func (a claymoreFamily) Parse(ep string, body []byte, st *Stats) error {
-	switch ep {
-	case "miner_getstat1", "miner_getstat2":
-	default:
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	_, err := claymoreFields(body, st, a.variant)
 	return err
 }

@@ -3,7 +3,6 @@ package mining
 import (
 	"bytes"
 	"fmt"
-	"slices"
 	"strconv"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -28,10 +27,7 @@ func newExcavator() Adapter {
 }
 
 func (a excavator) Args(l Launch) ([]string, error) {
-	if _, err := l.check(a); err != nil {
-		return nil, err
-	}
-	if err := noToken(a, l); err != nil {
+	if _, err := l.checkNoToken(a); err != nil {
 		return nil, err
 	}
 	return append([]string{"-i", "127.0.0.1", "-p", l.port(), "-wp", "0"}, l.Extra...), nil
@@ -90,10 +86,9 @@ func (excavator) Detect(body []byte) string {
 }
 
 func (a excavator) Parse(ep string, body []byte, st *Stats) error {
-	if !slices.Contains(a.endpoints, ep) {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	seen := false
 	var login []byte
@@ -138,11 +133,8 @@ func (a excavator) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "an Excavator "+ep+" reply"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not an Excavator %s reply", ErrMalformed, ep)
 	}
 	if login != nil {
 		user, _, _ := bytes.Cut(login, []byte(":")) // "wallet.worker:password"

@@ -23,11 +23,8 @@ func newGMiner() Adapter {
 }
 
 func (a gminer) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
-		return nil, err
-	}
-	if err := noToken(a, l); err != nil {
 		return nil, err
 	}
 	args := []string{"--algo", a.algos[l.Algorithm], "--server", p.hostPort(), "--user", l.login(), "--pass", l.password()}
@@ -54,10 +51,9 @@ func (gminer) Detect(body []byte) string {
 }
 
 func (a gminer) Parse(ep string, body []byte, st *Stats) error {
-	if ep != "stat" {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	var unit Unit
 	factor, seen := 1.0, false
@@ -95,11 +91,8 @@ func (a gminer) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "a GMiner stat: no devices"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not a GMiner stat: no devices", ErrMalformed)
 	}
 	if unit == "" {
 		// Before 1.34 GMiner named no unit; it then mined Equihash

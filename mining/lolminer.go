@@ -2,7 +2,6 @@ package mining
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
 	"time"
 
@@ -25,11 +24,8 @@ func newLolMiner() Adapter {
 }
 
 func (a lolMiner) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
-		return nil, err
-	}
-	if err := noToken(a, l); err != nil {
 		return nil, err
 	}
 	algo := a.algos[l.Algorithm]
@@ -71,10 +67,9 @@ type lolMinerDoc struct {
 }
 
 func (a lolMiner) Parse(ep string, body []byte, st *Stats) error {
-	if ep != "summary" {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	var d lolMinerDoc
 	seen := false
@@ -151,11 +146,8 @@ func (a lolMiner) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "a lolMiner summary: no Session, GPUs or Workers"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not a lolMiner summary: no Session, GPUs or Workers", ErrMalformed)
 	}
 	if !d.v2 {
 		// v1 and flat: the rates are in Performance_Unit, or, before it

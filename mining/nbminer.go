@@ -2,7 +2,6 @@ package mining
 
 import (
 	"bytes"
-	"fmt"
 	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -22,11 +21,8 @@ func newNBMiner() Adapter {
 }
 
 func (a nbminer) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
-		return nil, err
-	}
-	if err := noToken(a, l); err != nil {
 		return nil, err
 	}
 	args := []string{"-a", a.algos[l.Algorithm], "-o", p.url(), "-u", l.login(), "-d", l.devices(","),
@@ -46,10 +42,9 @@ func (nbminer) Detect(body []byte) string {
 }
 
 func (a nbminer) Parse(ep string, body []byte, st *Stats) error {
-	if ep != "status" {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	seen := false
 	var display gpu.Optional[float64]
@@ -102,11 +97,8 @@ func (a nbminer) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "an NBMiner status: no miner"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not an NBMiner status: no miner", ErrMalformed)
 	}
 	if !st.Rate.Valid { // before the _raw fields (v10 and older)
 		st.Rate = display

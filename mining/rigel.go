@@ -2,7 +2,6 @@ package mining
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/gpufarm/gpufarm/gpu"
 )
@@ -22,18 +21,11 @@ func newRigel() Adapter {
 }
 
 func (a rigel) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
 		return nil, err
 	}
-	if err := noToken(a, l); err != nil {
-		return nil, err
-	}
-	args := []string{"-a", a.algos[l.Algorithm], "-o", p.url(), "-u", l.Wallet, "-p", l.password()}
-	if l.Worker != "" {
-		args = append(args, "-w", l.Worker)
-	}
-	args = append(args, "-d", l.devices(","), "--api-bind", l.api(), "--no-watchdog")
+	args := append(l.ccminerArgs(a.algos[l.Algorithm], p), "--api-bind", l.api(), "--no-watchdog")
 	return append(args, l.Extra...), nil
 }
 
@@ -49,10 +41,9 @@ func (rigel) Detect(body []byte) string {
 }
 
 func (a rigel) Parse(ep string, body []byte, st *Stats) error {
-	if ep != "stat" {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	seen := false
 	for it := s.object(); it.next(); {
@@ -87,11 +78,8 @@ func (a rigel) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "a Rigel reply: no hashrate and no devices"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not a Rigel reply: no hashrate and no devices", ErrMalformed)
 	}
 	st.Unit = unitOf(st.Algorithm)
 	return nil

@@ -77,6 +77,19 @@ func (s *scanner) end() error {
 	return nil
 }
 
+// finish checks the end of the document and that it was the reply
+// expected: seen says a member only that reply has was read; what names
+// the reply and what it lacked, for the error.
+func (s *scanner) finish(seen bool, what string) error {
+	if err := s.end(); err != nil {
+		return err
+	}
+	if !seen {
+		return fmt.Errorf("%w: not %s", ErrMalformed, what)
+	}
+	return nil
+}
+
 // iter walks the members of an object or the elements of an array.
 type iter struct {
 	s     *scanner

@@ -2,7 +2,6 @@ package mining
 
 import (
 	"bytes"
-	"fmt"
 	"strconv"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -24,11 +23,8 @@ func newSRBMiner() Adapter {
 }
 
 func (a srbMiner) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
-		return nil, err
-	}
-	if err := noToken(a, l); err != nil {
 		return nil, err
 	}
 	args := []string{"--algorithm", a.algos[l.Algorithm], "--pool", p.hostPort(), "--wallet", l.Wallet,
@@ -55,10 +51,9 @@ func (srbMiner) Detect(body []byte) string {
 }
 
 func (a srbMiner) Parse(ep string, body []byte, st *Stats) error {
-	if ep != "status" {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	var legacyNow gpu.Optional[float64]
 	seen := false
@@ -100,11 +95,8 @@ func (a srbMiner) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "an SRBMiner reply: no miner_version"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not an SRBMiner reply: no miner_version", ErrMalformed)
 	}
 	if !st.Rate.Valid {
 		st.Rate = legacyNow

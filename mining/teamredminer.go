@@ -28,11 +28,8 @@ func newTeamRedMiner() Adapter {
 }
 
 func (a teamRedMiner) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
-		return nil, err
-	}
-	if err := noToken(a, l); err != nil {
 		return nil, err
 	}
 	args := []string{"-a", a.algos[l.Algorithm], "-o", p.url(), "-u", l.login(), "-p", l.password(),
@@ -71,12 +68,9 @@ type trmDoc struct {
 }
 
 func (a teamRedMiner) Parse(ep string, body []byte, st *Stats) error {
-	switch ep {
-	case "summary+devs+pools", "summary", "devs", "pools", "devdetails":
-	default:
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	s := newScanner(body)
 	var d trmDoc
 	a.section(s, st, &d, 0)

@@ -21,18 +21,11 @@ func newTRex() Adapter {
 }
 
 func (a trex) Args(l Launch) ([]string, error) {
-	p, err := l.check(a)
+	p, err := l.checkNoToken(a)
 	if err != nil {
 		return nil, err
 	}
-	if err := noToken(a, l); err != nil {
-		return nil, err
-	}
-	args := []string{"-a", a.algos[l.Algorithm], "-o", p.url(), "-u", l.Wallet, "-p", l.password()}
-	if l.Worker != "" {
-		args = append(args, "-w", l.Worker)
-	}
-	args = append(args, "-d", l.devices(","), "--api-bind-http", l.api(), "--api-read-only")
+	args := append(l.ccminerArgs(a.algos[l.Algorithm], p), "--api-bind-http", l.api(), "--api-read-only")
 	return append(args, l.Extra...), nil
 }
 
@@ -48,10 +41,9 @@ func (trex) Detect(body []byte) string {
 }
 
 func (a trex) Parse(ep string, body []byte, st *Stats) error {
-	if ep != "summary" {
-		return a.endpointErr(ep)
+	if err := a.begin(ep, st); err != nil {
+		return err
 	}
-	st.Miner = a.name
 	st.Unit = UnitHashes
 	if t := bytes.TrimSpace(body); bytes.HasPrefix(t, []byte("NAME=")) {
 		return parseCcminerText(t, st)
@@ -105,11 +97,8 @@ func (a trex) Parse(ep string, body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "a T-Rex summary: no hashrate and no gpus"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not a T-Rex summary: no hashrate and no gpus", ErrMalformed)
 	}
 	if !st.Rate.Valid {
 		st.Rate = minute

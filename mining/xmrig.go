@@ -2,7 +2,6 @@ package mining
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/gpufarm/gpufarm/gpu"
 )
@@ -70,15 +69,14 @@ func (xmrig) Detect(body []byte) string {
 }
 
 func (a xmrig) Parse(ep string, body []byte, st *Stats) error {
-	st.Miner = a.name
+	if err := a.begin(ep, st); err != nil {
+		return err
+	}
 	st.Unit = UnitHashes
-	switch ep {
-	case "2/summary", "1/summary", "summary":
-		return a.summary(body, st)
-	case "2/backends":
+	if ep == "2/backends" {
 		return a.backends(body, st)
 	}
-	return a.endpointErr(ep)
+	return a.summary(body, st)
 }
 
 // window picks XMRig's 60 s average, else the 10 s one: [10s, 60s, 15m],
@@ -176,11 +174,8 @@ func (xmrig) summary(body []byte, st *Stats) error {
 			s.skip()
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "an XMRig summary: no hashrate"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not an XMRig summary: no hashrate", ErrMalformed)
 	}
 	for i := 0; i < health && i < nthreads; i++ {
 		st.GPUs[i].Rate = threads[i]
@@ -225,11 +220,8 @@ func (xmrig) backends(body []byte, st *Stats) error {
 			}
 		}
 	}
-	if err := s.end(); err != nil {
+	if err := s.finish(seen, "an XMRig backends list: empty"); err != nil {
 		return err
-	}
-	if !seen {
-		return fmt.Errorf("%w: not an XMRig backends list: empty", ErrMalformed)
 	}
 	return nil
 }
