@@ -70,6 +70,10 @@ type Request struct {
 	// Optional requests may fail without failing the poll (XMRig's
 	// /2/backends on a build without GPU backends).
 	Optional bool
+	// Once requests ask for what does not change while the miner runs
+	// (TeamRedMiner's devdetails: the GPUs' bus ids): a Client sends one
+	// until it is answered, then parses that reply again at every poll.
+	Once bool
 }
 
 // Launch is what a miner process is started with.

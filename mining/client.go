@@ -89,9 +89,10 @@ type Client struct {
 	cfg  clientConfig
 	http *http.Client
 
-	pollMu  sync.Mutex // one poll at a time; guards buf and scratch
+	pollMu  sync.Mutex // one poll at a time; guards buf, scratch and once
 	buf     bytes.Buffer
 	scratch Stats
+	once    map[string][]byte // the replies of Once requests, by endpoint
 
 	mu   sync.Mutex
 	last Reading
@@ -121,7 +122,7 @@ func NewClient(a Adapter, addr string, opts ...ClientOption) (*Client, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: NewClient: %w", ErrInvalid, errors.Join(errs...))
 	}
-	c := &Client{a: a, addr: addr, cfg: cfg}
+	c := &Client{a: a, addr: addr, cfg: cfg, once: map[string][]byte{}}
 	c.http = &http.Client{Transport: &http.Transport{
 		// Miners are on this host: no proxy, no compression, one idle
 		// connection kept for the next poll.
@@ -226,9 +227,16 @@ func rpcError(body []byte) error {
 func (c *Client) do(ctx context.Context, reqs []Request, st *Stats) error {
 	ok := 0
 	for _, r := range reqs {
-		body, err := c.fetch(ctx, r)
+		body, kept := c.once[r.Endpoint]
+		var err error
+		if !kept {
+			body, err = c.fetch(ctx, r)
+		}
 		if err == nil {
 			err = c.a.Parse(r.Endpoint, body, st)
+		}
+		if err == nil && r.Once && !kept {
+			c.once[r.Endpoint] = bytes.Clone(body)
 		}
 		if err != nil {
 			if r.Optional && ctx.Err() == nil {
@@ -282,7 +290,7 @@ func (c *Client) fetchHTTP(ctx context.Context, r Request) error {
 }
 
 func (c *Client) fetchTCP(ctx context.Context, r Request) error {
-	var d net.Dialer
+	d := net.Dialer{KeepAlive: -1} // one exchange per connection
 	conn, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return unavailable(ctx, c.cfg.timeout, err)

@@ -11,8 +11,8 @@ import (
 // its read-only sgminer-compatible API (no authentication): a JSON command
 // over TCP, one per connection, answered by a JSON reply (sometimes ending
 // in a NUL byte) after which the miner closes the connection. A poll asks
-// for "summary+devs+pools" in one request, and for devdetails (each GPU's
-// PCI bus id) in an optional second one. Parse reads single-command
+// for "summary+devs+pools" in one request, and, until it has them, for
+// devdetails (each GPU's PCI bus id) in an optional second one. Parse reads single-command
 // replies ({"STATUS":...,"DEVS":[...]}) and multi-command ones
 // ({"summary":{...},"devs":{...}}, sections also accepted as one-element
 // arrays).
@@ -40,7 +40,7 @@ func (a teamRedMiner) Args(l Launch) ([]string, error) {
 func (teamRedMiner) Requests(string) []Request {
 	return []Request{
 		{Endpoint: "summary+devs+pools", Proto: ProtoTCP, Payload: []byte(`{"command":"summary+devs+pools"}`)},
-		{Endpoint: "devdetails", Proto: ProtoTCP, Payload: []byte(`{"command":"devdetails"}`), Optional: true},
+		{Endpoint: "devdetails", Proto: ProtoTCP, Payload: []byte(`{"command":"devdetails"}`), Optional: true, Once: true},
 	}
 }
 
