@@ -286,3 +286,32 @@ func TestIdentityNormalisation(t *testing.T) {
 	}
 	assert.Equal(t, "0000:10:00.0", lolBusID([]byte("16:0")), "lolMiner's bus is decimal")
 }
+
+// TeamRedMiner's multi-command reply holds each command's reply under its
+// name, as an object or a one-element array; devdetails gives the bus ids
+// of the GPUs devs lists, whichever comes first.
+func TestTeamRedMinerMultiCommand(t *testing.T) {
+	devs := strings.TrimSpace(readFixtureString(t, "teamredminer/devs_0.3.8_6gpu_cnv8.json"))
+	pools := strings.TrimSpace(readFixtureString(t, "teamredminer/pools_0.3.8_6gpu_cnv8.json"))
+	details := `{"STATUS":[{"STATUS":"S","Description":"TeamRedMiner 0.3.8"}],"DEVDETAILS":[` +
+		`{"DEVDETAILS":0,"Name":"GPU","ID":0,"Device Path":"0000:03:00.0"},{"DEVDETAILS":5,"Name":"GPU","ID":5,"Device Path":"0000:0A:00.0"},` +
+		`{"DEVDETAILS":9,"Name":"GPU","ID":9,"Device Path":"0000:0c:00.0"}],"id":1}`
+	for name, body := range map[string]string{
+		"objects": `{"devdetails":` + details + `,"devs":` + devs + `,"pools":` + pools + `,"id":1}` + "\x00",
+		"arrays":  `{"devs":[` + devs + `],"pools":[` + pools + `],"devdetails":[` + details + `],"id":1}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := newTeamRedMiner()
+			require.Equal(t, "summary+devs+pools", a.Detect([]byte(body)))
+			var st Stats
+			require.NoError(t, a.Parse("summary+devs+pools", []byte(body), &st))
+			require.Len(t, st.GPUs, 6, "GPU 9 of devdetails is not listed by devs")
+			assert.Equal(t, "0000:03:00.0", st.GPUs[0].PCIBusID)
+			assert.Equal(t, "0000:0a:00.0", st.GPUs[5].PCIBusID)
+			assert.Empty(t, st.GPUs[1].PCIBusID)
+			assert.Equal(t, 12573.0, st.Rate.Value)
+			assert.Equal(t, "cnv8", st.Algorithm)
+			assert.Equal(t, "stratum+tcp://pool.supportxmr.com:7777", st.Pool)
+		})
+	}
+}

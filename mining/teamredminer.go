@@ -65,6 +65,13 @@ type trmDoc struct {
 	seen       bool
 	summary    bool // a SUMMARY section set the totals
 	poolActive bool // the pool taken is the active one
+	paths      []devPath
+}
+
+// devPath is a DEVDETAILS entry: the bus id of the GPU the miner numbers id.
+type devPath struct {
+	id   int
+	path string
 }
 
 func (a teamRedMiner) Parse(ep string, body []byte, st *Stats) error {
@@ -82,6 +89,15 @@ func (a teamRedMiner) Parse(ep string, body []byte, st *Stats) error {
 	}
 	if st.Unit == "" {
 		st.Unit = unitOf(st.Algorithm)
+	}
+	// Bus ids go to the GPUs DEVS lists (in this reply or an earlier one
+	// of the poll); a GPU DEVS no longer lists is not brought back.
+	for _, p := range d.paths {
+		for i := range st.GPUs {
+			if st.GPUs[i].Index == p.id {
+				st.GPUs[i].PCIBusID = p.path
+			}
+		}
 	}
 	if !d.summary && len(st.GPUs) > 0 {
 		// Only devices: the totals are their sums.
@@ -159,9 +175,7 @@ func (a teamRedMiner) section(s *scanner, st *Stats, d *trmDoc, depth int) {
 				if g.Index < 0 {
 					g.Index = len(st.GPUs)
 				}
-				d := st.gpuWithIndex(g.Index)
-				g.PCIBusID = d.PCIBusID // from devdetails, when it came first
-				*d = *g
+				*st.gpuWithIndex(g.Index) = *g
 			}
 		case "POOLS":
 			d.seen = true
@@ -185,7 +199,7 @@ func (a teamRedMiner) section(s *scanner, st *Stats, d *trmDoc, depth int) {
 					}
 				}
 				if id >= 0 && path != "" {
-					st.gpuWithIndex(id).PCIBusID = path
+					d.paths = append(d.paths, devPath{id, path})
 				}
 			}
 		case "summary", "devs", "pools", "devdetails", "summary2", "devs2", "pools2":

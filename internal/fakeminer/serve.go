@@ -27,8 +27,8 @@ const (
 // control endpoint itself).
 var faults = []string{"none", "hang", "garbage", "html", "truncate", "huge", "close"}
 
-// hugeSize is the size of the "huge" fault's reply.
-const hugeSize = 10 << 20
+// hugeReply is the "huge" fault's reply: 10 MB of blanks, made once.
+var hugeReply = sync.OnceValue(func() []byte { return bytes.Repeat([]byte(" "), 10<<20) })
 
 func (m *miner) setFault(f string) {
 	m.mu.Lock()
@@ -84,7 +84,7 @@ func (m *miner) apiHandler(reply func(r *http.Request) ([]byte, int)) http.Handl
 			return
 		case "huge":
 			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(bytes.Repeat([]byte(" "), hugeSize))
+			_, _ = w.Write(hugeReply())
 			return
 		}
 		body, code := reply(r)
@@ -337,7 +337,7 @@ func (m *miner) serveTCP(c *peekedConn) {
 		case "close":
 			return
 		case "huge":
-			_, _ = c.Write(bytes.Repeat([]byte(" "), hugeSize))
+			_, _ = c.Write(hugeReply())
 			return
 		}
 		st := m.snapshot()
