@@ -76,15 +76,14 @@ func (r *recorder) of(typ EventType) []Event {
 // fillerNode is a simulated rig with a workload manager on the process
 // runtime whose filler is a mining Filler of fake miners.
 type fillerNode struct {
-	t      *testing.T
-	rig    *sim.Rig
-	gpus   *gpu.Manager
-	devs   []gpu.Device
-	m      *workload.Manager
-	f      *Filler
-	ev     *recorder
-	logs   *strings.Builder
-	logsMu *sync.Mutex
+	t    *testing.T
+	rig  *sim.Rig
+	gpus *gpu.Manager
+	devs []gpu.Device
+	m    *workload.Manager
+	f    *Filler
+	ev   *recorder
+	logs *syncLog
 }
 
 // fakeMiner is a configuration that runs the fake miner as T-Rex (or api)
@@ -104,8 +103,8 @@ func fakeMiner(name, api, coin string, extra ...string) Miner {
 func newFillerNode(t *testing.T, miners []Miner, opts ...FillerOption) *fillerNode {
 	t.Helper()
 	gm, rig := simGPUs(t, sim.PresetRTX3080Riser, 2)
-	n := &fillerNode{t: t, rig: rig, gpus: gm, devs: gm.Devices(), ev: &recorder{}, logs: &strings.Builder{}, logsMu: &sync.Mutex{}}
-	log := slog.New(slog.NewTextHandler(lockedWriter{n.logsMu, n.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	n := &fillerNode{t: t, rig: rig, gpus: gm, devs: gm.Devices(), ev: &recorder{}, logs: &syncLog{}}
+	log := slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	base := []FillerOption{
 		WithLogger(log), WithEvents(n.ev.add), WithAPIPorts(freePortBase(t)),
 		WithPollInterval(100*time.Millisecond, 80*time.Millisecond), WithStopGrace(2 * time.Second),
@@ -135,30 +134,17 @@ func newFillerNode(t *testing.T, miners []Miner, opts ...FillerOption) *fillerNo
 		_ = n.m.Close()
 		_ = rt.Close()
 		if t.Failed() {
-			n.logsMu.Lock()
 			t.Logf("logs:\n%s", n.logs.String())
-			n.logsMu.Unlock()
 		}
 	})
 	return n
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *strings.Builder
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-// freePortBase finds two free consecutive loopback ports' base.
+// freePortBase is a base of API ports for the test, from its name and the
+// process: in 20000-40000, unlikely to be another test's; a miner whose
+// port is taken fails loudly.
 func freePortBase(t *testing.T) int {
 	t.Helper()
-	// Ports in 20000-60000 by the test's name and process, unlikely to be
-	// taken; the miners fail loudly if one is.
 	h := 0
 	for _, c := range t.Name() {
 		h = h*31 + int(c)
@@ -170,20 +156,7 @@ func freePortBase(t *testing.T) int {
 // ok, and returns them.
 func (n *fillerNode) status(ok func(MinerStatus) bool, why string) []MinerStatus {
 	n.t.Helper()
-	var st []MinerStatus
-	require.Eventually(n.t, func() bool {
-		st = n.f.Status()
-		if len(st) != len(n.devs) {
-			return false
-		}
-		for _, s := range st {
-			if !s.Reading.Healthy || !ok(s) {
-				return false
-			}
-		}
-		return true
-	}, 30*time.Second, 20*time.Millisecond, "%s; have %+v", why, st)
-	return st
+	return waitStatus(n.t, n.f, len(n.devs), ok, why)
 }
 
 func control(t *testing.T, api, path string) {
@@ -214,12 +187,8 @@ func TestFillerMinesAndReports(t *testing.T) {
 		assert.Contains(t, w.Spec.Command, s.API, "the API on the loopback port of the GPU")
 	}
 	// Progress events carry the GPU's hashrate.
-	require.Eventually(t, func() bool {
-		for _, ev := range n.m.List(workload.Filter{Kind: workload.KindMining}) {
-			_ = ev
-		}
-		return progressSeen(n.m, st[0].Workload, "100.00 MH/s")
-	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return progressSeen(n.m, st[0].Workload, "100.00 MH/s") },
+		10*time.Second, 20*time.Millisecond)
 
 	before := drawW(t, n.gpus, n.devs[0].UUID)
 	control(t, st[0].API, "/control/hashrate?value=40e6")
