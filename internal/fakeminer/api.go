@@ -3,10 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"math"
-	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -169,7 +166,7 @@ func (m *miner) trexSummary(st stats) trexSummary {
 	if st.shares > 0 {
 		s.ActivePool.LastSubmitTS = st.at.Unix()
 	}
-	for i := 0; i < n; i++ {
+	for i := 0; i < m.shownGPUs(); i++ {
 		inst := split(total.now, n, i)
 		mod := modelAt(float64(inst))
 		s.GPUs = append(s.GPUs, trexGPU{
@@ -348,44 +345,4 @@ func (m *miner) xmrigSummary(st stats) xmrigSummary {
 	s.Resources.LoadAverage = []float64{0, 0, 0}
 	s.Resources.HardwareConcurrency = 8
 	return s
-}
-
-// handler serves the miner APIs:
-//
-//	GET      /summary                 T-Rex API 4.1 summary
-//	GET      /2/summary               XMRig summary (hashrate.total = [10s, 60s, 15m])
-//	GET      /control/hashrate        {"hashrate": H/s}
-//	POST|PUT /control/hashrate?value= set the total hashrate in H/s (>= 0)
-func (m *miner) handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /summary", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, m.trexSummary(m.snapshot()))
-	})
-	mux.HandleFunc("GET /2/summary", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, m.xmrigSummary(m.snapshot()))
-	})
-	mux.HandleFunc("GET /control/hashrate", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]float64{"hashrate": m.snapshot().current})
-	})
-	set := func(w http.ResponseWriter, r *http.Request) {
-		raw := r.URL.Query().Get("value")
-		v, err := strconv.ParseFloat(raw, 64)
-		if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-			writeJSON(w, http.StatusBadRequest, map[string]string{
-				"error": "value must be a hashrate in H/s, a finite number >= 0, got " + strconv.Quote(raw),
-			})
-			return
-		}
-		m.setHashrate(v)
-		writeJSON(w, http.StatusOK, map[string]float64{"hashrate": v})
-	}
-	mux.HandleFunc("POST /control/hashrate", set)
-	mux.HandleFunc("PUT /control/hashrate", set)
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }

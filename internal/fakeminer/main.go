@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,13 +37,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.difficulty, "difficulty", 4e9, "hashes per share: shares = floor(hashes since start / difficulty)")
 	fs.IntVar(&cfg.rejectEvery, "reject-every", 0, "every Nth share is rejected (0: none)")
 	fs.BoolVar(&cfg.warmup, "warmup", false, "emulate a fresh start: averaging windows fill over time (XMRig null, T-Rex hour/day 0); default: windows are full from the start")
+	fs.StringVar(&cfg.api, "api", "", "serve this miner's API, and read its command line after --: "+strings.Join(apiNames(), ", ")+" (default: T-Rex's and XMRig's summaries)")
+	fs.DurationVar(&cfg.window, "avg-window", time.Minute, "averaging window of the reported rate (T-Rex's --hashrate-avr; XMRig's middle window)")
 	logEvery := fs.Duration("log-interval", 10*time.Second, "interval of the stats line on stdout (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var problems []error
-	if fs.NArg() > 0 {
-		problems = append(problems, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	switch {
+	case cfg.api != "":
+		// The rest is the real miner's command line: its API address,
+		// token and algorithm.
+		ma, err := parseMinerArgs(cfg.api, fs.Args())
+		if err != nil {
+			problems = append(problems, err)
+		}
+		if ma.listen != "" {
+			*listen = ma.listen
+		}
+		if ma.algo != "" && !set["algo"] {
+			cfg.algo = ma.algo
+		}
+		if !set["name"] {
+			cfg.name = cfg.api
+		}
+		cfg.token = ma.token
+	case fs.NArg() > 0:
+		problems = append(problems, fmt.Errorf("unexpected arguments %q (a miner's own arguments need -api)", fs.Args()))
 	}
 	if cfg.hashrateHs < 0 {
 		problems = append(problems, fmt.Errorf("-hashrate must be >= 0, got %g", cfg.hashrateHs))
@@ -56,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.rejectEvery < 0 {
 		problems = append(problems, fmt.Errorf("-reject-every must be >= 0, got %d", cfg.rejectEvery))
 	}
+	if cfg.window <= 0 {
+		problems = append(problems, fmt.Errorf("-avg-window must be > 0, got %s", cfg.window))
+	}
 	if *logEvery < 0 {
 		problems = append(problems, fmt.Errorf("-log-interval must be >= 0, got %s", *logEvery))
 	}
@@ -65,6 +91,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	m := newMiner(cfg, time.Now)
+	ctx, stopTCP := context.WithCancel(ctx)
+	defer stopTCP()
+	m.ctx = ctx
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(stderr, "fakeminer:", err)
@@ -74,7 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "fakeminer: %s %s listening on %s\n", cfg.name, cfg.algo, ln.Addr())
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	// One listener for HTTP and, for the miners that have one, the TCP API.
+	go func() { serveErr <- srv.Serve(newSplitListener(ln, m)) }()
 
 	var tick <-chan time.Time
 	if *logEvery > 0 {

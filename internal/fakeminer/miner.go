@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -19,6 +20,11 @@ type config struct {
 	difficulty  float64 // hashes per share
 	rejectEvery int     // every Nth share is rejected; 0 = none
 	warmup      bool    // emulate a fresh start: averaging windows fill over time
+	api         string  // the miner whose API is served; "" serves T-Rex's and XMRig's summaries
+	token       string  // the API token the real miner's arguments set
+	// window is the averaging window of the reported rate (T-Rex's
+	// --hashrate-avr, XMRig's 60 s); default a minute.
+	window time.Duration
 }
 
 // segment is a stretch of constant hashrate starting at start.
@@ -43,6 +49,11 @@ type miner struct {
 	segs    []segment // sorted by start; segs[0] covers at least the longest window
 	pruned  float64   // hashes since start in segments dropped from segs
 	highest float64   // highest rate since start, H/s
+	fault   string    // the fault put on the API; "" or "none" for none
+	shown   int       // GPUs the API lists
+
+	// ctx ends when the miner stops: hung replies return then.
+	ctx context.Context
 }
 
 func newMiner(cfg config, now func() time.Time) *miner {
@@ -53,7 +64,7 @@ func newMiner(cfg config, now func() time.Time) *miner {
 		// every averaging window is full from the first request.
 		first = start.Add(-historyKeep)
 	}
-	return &miner{cfg: cfg, now: now, start: start, highest: cfg.hashrateHs,
+	return &miner{cfg: cfg, now: now, start: start, highest: cfg.hashrateHs, shown: cfg.gpus, ctx: context.Background(),
 		segs: []segment{{start: first, rateHs: cfg.hashrateHs}}}
 }
 
@@ -110,7 +121,7 @@ type stats struct {
 	current float64 // instantaneous rate, H/s
 	// Window averages in H/s; nil while the window is not yet full (only
 	// with warmup).
-	avg10s, avg60s, avg15m, avgHour, avgDay *float64
+	avg10s, avg60s, avg15m, avgHour, avgDay *float64 // avg60s: over -avg-window
 	highest                                 float64
 	hashesTotal                             float64
 	shares, accepted, rejected              int64
@@ -130,7 +141,11 @@ func (m *miner) snapshot() stats {
 		v := m.hashes(from, t) / w.Seconds()
 		return &v
 	}
-	st.avg10s, st.avg60s, st.avg15m = avg(10*time.Second), avg(time.Minute), avg(15*time.Minute)
+	window := m.cfg.window
+	if window <= 0 {
+		window = time.Minute
+	}
+	st.avg10s, st.avg60s, st.avg15m = avg(10*time.Second), avg(window), avg(15*time.Minute)
 	st.avgHour, st.avgDay = avg(time.Hour), avg(24*time.Hour)
 	st.highest = m.highest
 	from := m.start
