@@ -26,6 +26,7 @@ import (
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/isolation/process"
+	"github.com/gpufarm/gpufarm/mining"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -104,21 +105,26 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	defer env.close()
 
 	fmt.Fprintf(w, "rig: %s (%d GPUs), runtime: %s\n", p.Description, len(p.Cards), env.name)
+	filler, err := env.miner(gpus, log)
+	if err != nil {
+		return err
+	}
 	m, err := workload.New(gpus, env.rt,
-		workload.WithLogger(log), workload.WithLoad(rig.SetGPULoad), workload.WithFiller(env.miner()),
+		workload.WithLogger(log), workload.WithLoad(filler.Load(rig.SetGPULoad)), workload.WithFiller(filler),
 		workload.WithTick(250*time.Millisecond), workload.WithPowerSettle(0),
 		workload.WithStore(workload.NewMemoryStore()))
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	d := &demo{w: w, m: m, gpus: gpus, env: env, tm: tm, t0: time.Now(), stepsPerEpoch: 100}
+	d := &demo{w: w, m: m, filler: filler, gpus: gpus, env: env, tm: tm, t0: time.Now(), stepsPerEpoch: 100}
 	return d.play(ctx)
 }
 
 type demo struct {
 	w             io.Writer
 	m             *workload.Manager
+	filler        *mining.Filler
 	gpus          *gpu.Manager
 	env           *env
 	tm            timings
@@ -138,6 +144,8 @@ func (d *demo) play(ctx context.Context) error {
 	var runErr error
 	runDone := make(chan struct{})
 	go func() { runErr = d.m.Run(runCtx); close(runDone) }()
+	fillerDone := make(chan struct{})
+	go func() { _ = d.filler.Run(runCtx, d.m); close(fillerDone) }()
 	printCtx, stopPrint := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -148,6 +156,7 @@ func (d *demo) play(ctx context.Context) error {
 
 	stopRun()
 	<-runDone
+	<-fillerDone
 	if runErr != nil && !errors.Is(runErr, context.Canceled) && storyErr == nil {
 		storyErr = fmt.Errorf("manager: %w", runErr)
 	}
@@ -537,18 +546,24 @@ func (e *env) close() {
 	}
 }
 
-// miner fills an idle GPU with the fake miner.
-func (e *env) miner() workload.Filler {
-	return workload.FillerFunc(func(ctx context.Context, dev gpu.Device) (workload.Spec, bool) {
-		args := []string{"-listen", "127.0.0.1:0", "-gpu-name", strings.TrimPrefix(dev.Name, "NVIDIA "), "-log-interval", "1h"}
-		s := workload.Spec{Tenant: "mining", Image: minerRef, Network: isolation.NetworkHost, StopGrace: 2 * time.Second}
-		if e.process {
-			s.Command = append([]string{e.bins["fakeminer"]}, args...)
-		} else {
-			s.Command = args
-		}
-		return s, true
-	})
+// miner fills idle GPUs with the fake miner, run as T-Rex by the mining
+// package's Filler: it reads each miner's hashrate through T-Rex's API,
+// reports it as progress and restarts a miner whose hashrate collapses.
+func (e *env) miner(gpus *gpu.Manager, log *slog.Logger) (*mining.Filler, error) {
+	trex, err := mining.AdapterByName("trex")
+	if err != nil {
+		return nil, err
+	}
+	cmd := []string{"-api", "trex", "-gpus", "1", "-log-interval", "1h", "--"}
+	if e.process {
+		cmd = append([]string{e.bins["fakeminer"]}, cmd...)
+	}
+	return mining.NewFiller(gpus, []mining.Miner{{
+		Name: "trex-ethash", Adapter: trex, Image: minerRef, Command: cmd,
+		Algorithm: "ethash", Pool: "stratum+tcp://127.0.0.1:3333", Wallet: "0x0000000000000000000000000000000000000000",
+	}}, mining.WithTenant("mining"), mining.WithLogger(log), mining.WithStopGrace(2*time.Second),
+		mining.WithPollInterval(time.Second, 500*time.Millisecond),
+		mining.WithBenchmarks(mining.Benchmark{Model: "A40", Algorithm: "ethash", Rate: 95.5e6, PowerW: 220}))
 }
 
 // trainer is a training job running the fake trainer with its checkpoints
