@@ -83,7 +83,7 @@ func TestContainerdMiningFiller(t *testing.T) {
 			Backoff: 2 * time.Second, MaxBackoff: time.Minute}),
 		WithBenchmarks(Benchmark{Model: "A40", Algorithm: "ethash", Rate: 100e6, PowerW: 220}))
 	require.NoError(t, err)
-	m, err := workload.New(gm, rt, workload.WithFiller(filler), workload.WithLoad(filler.Load(rig.SetGPULoad)),
+	m, err := workload.New(gm, rt, workload.WithFiller(filler), workload.WithStartHook(filler), workload.WithLoad(filler.Load(rig.SetGPULoad)),
 		workload.WithPowerSettle(0), workload.WithTick(50*time.Millisecond), workload.WithHygieneTimeout(3*time.Second),
 		workload.WithLogger(log.With("component", "workload")))
 	require.NoError(t, err)

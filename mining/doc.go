@@ -42,9 +42,11 @@
 // share of its running median, a GPU missing from the stats, an API that
 // stays down; restarts back off), replaces a miner when another
 // configuration beats it by a margin for a number of price readings
-// (Switcher), and applies a tuning Profile after a miner starts, removing
-// it when the miner stops. Each decision is an Event with its reason, and
-// is logged.
+// (Switcher), and applies a tuning Profile to a miner's GPU, removing it
+// when the miner stops. Give the Filler to the manager as its StartHook too
+// (workload.WithStartHook): the tune then goes on after the handover
+// hygiene and before the miner starts, so no other workload can start
+// under it. Each decision is an Event with its reason, and is logged.
 //
 // # Profitability
 //

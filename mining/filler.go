@@ -116,8 +116,9 @@ type Filler struct {
 	estimates map[string]Estimate // GPU UUID -> what its miner earns
 	measured  map[string]measure  // GPU UUID + "/" + Miner.Name -> last measurement
 	load      workload.LoadFunc
-	pids      map[string][]int // GPU UUID -> the processes the manager reported
-	loaded    map[string]bool  // GPU UUID -> the manager reported a load on it
+	pids      map[string][]int   // GPU UUID -> the processes the manager reported
+	loaded    map[string]bool    // GPU UUID -> the manager reported a load on it
+	pretuned  map[string]Profile // workload ID -> the tune BeforeStart applied
 }
 
 // tracked is a miner the Filler started and watches.
@@ -214,7 +215,7 @@ func NewFiller(gpus *gpu.Manager, miners []Miner, opts ...FillerOption) (*Filler
 	return &Filler{
 		gpus: gpus, miners: ms, o: o, tuner: tuner, watchdog: wd, switcher: sw,
 		running: map[string]*tracked{}, choice: map[string]string{}, estimates: map[string]Estimate{},
-		measured: map[string]measure{}, pids: map[string][]int{}, loaded: map[string]bool{},
+		measured: map[string]measure{}, pids: map[string][]int{}, loaded: map[string]bool{}, pretuned: map[string]Profile{},
 	}, nil
 }
 

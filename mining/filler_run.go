@@ -109,13 +109,57 @@ func (f *Filler) adopt(ctx context.Context, m *workload.Manager, id string) {
 	f.tune(ctx, m, t)
 }
 
+// BeforeStart is the Filler's workload.StartHook: it applies a miner's
+// tuning profile after the manager's handover hygiene and just before the
+// miner starts, while the miner holds its GPU, so no other workload can
+// ever start under the tune. Give the Filler to the manager with
+// workload.WithStartHook as well as WithFiller; without it the tune goes
+// on after the start, with a short window in which a handover could race
+// it. A tune that fails leaves the miner mining untuned, with an event.
+func (f *Filler) BeforeStart(ctx context.Context, w workload.Workload) error {
+	if f.tuner == nil || w.Spec.Kind != workload.KindMining || len(w.GPUs) != 1 {
+		return nil
+	}
+	i := slices.IndexFunc(f.miners, func(mi Miner) bool { return mi.Name == w.Spec.Labels[LabelMiner] })
+	if i < 0 {
+		return nil // not one of this Filler's miners
+	}
+	dev, err := f.gpus.Device(w.GPUs[0])
+	if err != nil {
+		return nil
+	}
+	p, applied, err := f.tuner.Apply(ctx, dev, f.miners[i].Algorithm)
+	if err != nil {
+		f.emit(Event{Type: EventError, GPU: dev.UUID, Workload: w.Spec.ID, Miner: f.miners[i].Name, Reason: err.Error()})
+		return nil
+	}
+	if applied {
+		f.mu.Lock()
+		f.pretuned[w.Spec.ID] = p
+		f.mu.Unlock()
+	}
+	return nil
+}
+
 // tune applies the GPU's profile while the miner still holds it: the
-// manager restored the defaults before the start, so the tune comes after.
+// manager restored the defaults before the start, so the tune comes after,
+// unless BeforeStart applied it already.
 func (f *Filler) tune(ctx context.Context, m *workload.Manager, t *tracked) {
+	mi := f.miners[t.miner]
+	f.mu.Lock()
+	p, pre := f.pretuned[t.id]
+	delete(f.pretuned, t.id)
+	if pre {
+		t.tuned, t.profile = true, p
+	}
+	f.mu.Unlock()
+	if pre {
+		f.emitTuned(t, mi, p)
+		return
+	}
 	if f.tuner == nil || !holds(m, t) {
 		return
 	}
-	mi := f.miners[t.miner]
 	p, applied, err := f.tuner.Apply(ctx, t.dev, mi.Algorithm)
 	if err != nil {
 		f.emit(Event{Type: EventError, GPU: t.dev.UUID, Workload: t.id, Miner: mi.Name, Reason: err.Error()})
@@ -133,6 +177,10 @@ func (f *Filler) tune(ctx context.Context, m *workload.Manager, t *tracked) {
 	f.mu.Lock()
 	t.tuned, t.profile = true, p
 	f.mu.Unlock()
+	f.emitTuned(t, mi, p)
+}
+
+func (f *Filler) emitTuned(t *tracked, mi Miner, p Profile) {
 	f.emit(Event{Type: EventTuned, GPU: t.dev.UUID, Workload: t.id, Miner: mi.Name,
 		Reason: fmt.Sprintf("profile %s/%s: power limit %g W, clocks %d-%d MHz", p.Model, mi.Algorithm, p.PowerLimitW, p.MinClockMHz, p.MaxClockMHz)})
 }

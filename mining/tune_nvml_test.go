@@ -59,6 +59,10 @@ func dgxWithControls() (*dgxa100.Server, []*nvmlLimits) {
 		d.GetPcieThroughputFunc = func(gonvml.PcieUtilCounter) (uint32, gonvml.Return) { return 0, ns }
 		d.GetFanSpeedFunc = func() (uint32, gonvml.Return) { return 0, ns }
 		d.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) { return nil, gonvml.SUCCESS }
+		d.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, ns }
+		d.GetGpuMaxPcieLinkGenerationFunc = func() (int, gonvml.Return) { return 0, ns }
+		d.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return st.limitMW, gonvml.SUCCESS }
+		d.GetPersistenceModeFunc = func() (gonvml.EnableState, gonvml.Return) { return gonvml.FEATURE_ENABLED, gonvml.SUCCESS }
 		d.GetSupportedEventTypesFunc = func() (uint64, gonvml.Return) { return 0, ns }
 	}
 	return srv, states

@@ -2,6 +2,7 @@ package workload_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -137,3 +138,45 @@ func TestAttemptHookSetsEachAttempt(t *testing.T) {
 	w = n.waitFor("bad", workload.StateFailed)
 	assert.Contains(t, w.Reason, "no checkpoint directory")
 }
+
+// TestStartHookRunsAfterHygiene: the start hook sees the GPU clean (at
+// its default limit) and held by the workload, and what it sets is what
+// the workload starts under; an error requeues the launch.
+func TestStartHookRunsAfterHygiene(t *testing.T) {
+	var n *node
+	fails := 1
+	hook := startHookFunc(func(ctx context.Context, w workload.Workload) error {
+		if fails > 0 {
+			fails--
+			return errors.New("profile not ready")
+		}
+		d, err := n.gpus.Device(w.GPUs[0])
+		if err != nil {
+			return err
+		}
+		if d.PowerLimit.Value.CurrentW != d.PowerLimit.Value.DefaultW {
+			return fmt.Errorf("GPU not at its default limit: %v", d.PowerLimit.Value)
+		}
+		if gpuOf(t, n, w.GPUs[0]).Workload != w.Spec.ID {
+			return errors.New("the workload does not hold its GPU")
+		}
+		return n.gpus.SetPowerLimit(ctx, w.GPUs[0], 200)
+	})
+	n = newNode(t, nodeOpts{preset: "a40", options: []workload.Option{workload.WithStartHook(hook),
+		workload.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)}})
+	ctx := context.Background()
+	require.NoError(t, n.gpus.SetPowerLimit(ctx, n.devs[0].UUID, 150)) // the last tenant's tune
+	s := trainer("tuned", 0, 1, t.TempDir())
+	s.GPUs.UUIDs = []string{n.devs[0].UUID}
+	_, err := n.m.Submit(ctx, s)
+	require.NoError(t, err)
+	w := n.waitFor("tuned", workload.StateRunning)
+	assert.Equal(t, 2, w.Attempt, "the hook's error requeued the first attempt")
+	d, err := n.gpus.Device(n.devs[0].UUID)
+	require.NoError(t, err)
+	assert.Equal(t, 200.0, d.PowerLimit.Value.CurrentW, "it starts under what the hook set")
+}
+
+type startHookFunc func(ctx context.Context, w workload.Workload) error
+
+func (f startHookFunc) BeforeStart(ctx context.Context, w workload.Workload) error { return f(ctx, w) }

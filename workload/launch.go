@@ -100,6 +100,18 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 		r.abandon(ctx, e, ref, true)
 		return
 	}
+	if m.o.startHook != nil {
+		m.mu.Lock()
+		w := e.w.clone()
+		m.mu.Unlock()
+		hctx, cancel := context.WithTimeout(ctx, m.o.deviceTimeout)
+		err := m.o.startHook.BeforeStart(hctx, w)
+		cancel()
+		if err != nil {
+			r.launchFailed(ctx, e, ref, "before the start", err, true)
+			return
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 	err = m.rt.Start(sctx, ref)
 	cancel()

@@ -99,6 +99,21 @@ func (f AttemptHookFunc) PrepareAttempt(ctx context.Context, w Workload) (Attemp
 // the spec as submitted.
 func WithAttemptHook(h AttemptHook) Option { return func(o *options) { o.attemptHook = h } }
 
+// StartHook runs in a launch after the handover hygiene (the GPUs are
+// clean and back at their default power limit and clocks) and just
+// before the container starts, while the workload holds its GPUs: the
+// mining package applies a miner's tuning profile there, so no other
+// workload can ever start under it. It runs without the manager's lock,
+// within the device deadline; an error abandons the launch as a failed
+// create would: one wrapping ErrInvalid fails the workload, another
+// requeues it with backoff (a miner is replaced).
+type StartHook interface {
+	BeforeStart(ctx context.Context, w Workload) error
+}
+
+// WithStartHook sets the StartHook.
+func WithStartHook(h StartHook) Option { return func(o *options) { o.startHook = h } }
+
 // LoadFunc is told the load each GPU carries as workloads start and stop
 // (under the manager's lock: it must be quick and must not call back):
 // the utilisation and the PIDs of the workload's processes. Wire it to the
@@ -118,6 +133,7 @@ type options struct {
 	load           LoadFunc
 	exitReporter   ExitReporter
 	attemptHook    AttemptHook
+	startHook      StartHook
 	hygieneTimeout time.Duration
 	hygienePoll    time.Duration
 	tick           time.Duration

@@ -110,7 +110,7 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 		return err
 	}
 	m, err := workload.New(gpus, env.rt,
-		workload.WithLogger(log), workload.WithLoad(filler.Load(rig.SetGPULoad)), workload.WithFiller(filler),
+		workload.WithLogger(log), workload.WithLoad(filler.Load(rig.SetGPULoad)), workload.WithFiller(filler), workload.WithStartHook(filler),
 		workload.WithTick(250*time.Millisecond), workload.WithPowerSettle(0),
 		workload.WithStore(workload.NewMemoryStore()))
 	if err != nil {
