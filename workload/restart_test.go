@@ -124,9 +124,9 @@ func TestHandoverRefusesDirtyGPU(t *testing.T) {
 		}
 		return false
 	}, 10*time.Second, 10*time.Millisecond)
-	w, err := n.m.Get("pinned")
-	require.NoError(t, err)
-	assert.Equal(t, workload.StateQueued, w.State, "the workload waits instead of sharing a dirty GPU")
+	// The quarantine comes first, then the launch is given up.
+	w := n.waitFor("pinned", workload.StateQueued)
+	assert.Contains(t, w.Reason, "handover refused", "the workload waits instead of sharing a dirty GPU")
 	for _, g := range n.m.GPUs() {
 		if g.Device.UUID == dirty {
 			assert.Contains(t, g.Quarantine, "process 4242 still on the GPU")
