@@ -695,3 +695,29 @@ func TestRetentionAndDurableWatch(t *testing.T) {
 	w := n.waitFor("next", workload.StateExited)
 	assert.Greater(t, w.Seq, after[len(after)-1].Seq, "new events follow the replayed ones")
 }
+
+// TestDrainNode: draining the node stops every workload with its grace,
+// requeues the paid ones, cordons the node, and starts nothing new.
+func TestDrainNode(t *testing.T) {
+	n := newNode(t, nodeOpts{preset: "a40", filler: true})
+	ctx := context.Background()
+	n.waitMining(8)
+	_, err := n.m.Submit(ctx, trainer("paid", 2, 1, t.TempDir()))
+	require.NoError(t, err)
+	n.waitFor("paid", workload.StateRunning)
+	n.waitLog("paid", "'loss'")
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	require.NoError(t, n.m.DrainNode(dctx))
+	for _, g := range n.m.GPUs() {
+		assert.Empty(t, g.Workload, "GPU %s is empty", g.Device.UUID)
+	}
+	assert.Equal(t, "drained", n.m.Status().Cordoned)
+	w := n.waitFor("paid", workload.StateQueued)
+	assert.Equal(t, 1, w.Preemptions, "paid work waits in the queue, checkpointed")
+	time.Sleep(100 * time.Millisecond)
+	assert.Zero(t, n.mining(), "no miner on a drained node")
+	require.NoError(t, n.m.UncordonNode(ctx))
+	n.waitFor("paid", workload.StateRunning)
+	n.waitMining(6)
+}
