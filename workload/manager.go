@@ -310,6 +310,12 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 		}
 	case StateRunning, StatePreempting:
 		err = m.apply(ctx, e, change{to: StateStopping, reason: why, edit: cancelled, ev: Event{Type: EventStopping}})
+	case StateStopping:
+		// Already stopping for a fault: the cancellation wins, as it
+		// does over a failed launch, and the fault stays in Reason.
+		if e.w.Outcome != StateCancelled {
+			err = m.apply(ctx, e, change{to: StateStopping, edit: cancelled})
+		}
 	}
 	if err == nil {
 		m.poke()
