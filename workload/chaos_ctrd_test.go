@@ -90,8 +90,16 @@ func runAgent() int {
 		return fail(err)
 	}
 	ctx := context.Background()
-	inner, err := containerd.New(ctx, containerd.WithAddress(cfg.Address), containerd.WithLogDir(cfg.LogDir),
-		containerd.WithCDISpecDirs(cfg.CDIDir), containerd.WithLogger(log.With("component", "isolation")))
+	// containerd may be restarting as the agent starts: wait for it, as a
+	// supervisor restarting the agent would.
+	var inner *containerd.Runtime
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		inner, err = containerd.New(ctx, containerd.WithAddress(cfg.Address), containerd.WithLogDir(cfg.LogDir),
+			containerd.WithCDISpecDirs(cfg.CDIDir), containerd.WithLogger(log.With("component", "isolation")))
+		if err == nil || !errors.Is(err, isolation.ErrUnavailable) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return fail(err)
 	}
