@@ -463,14 +463,19 @@ func TestChaosContainerd(t *testing.T) {
 // once the agent has caught up.
 func checkCtrd(t *testing.T, step int, what string, a *agent, view *containerd.Runtime, acked, cancels map[string]bool, storeOK bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// Each List has its own deadline: after a restart of containerd the
+	// first calls wait for the client to reconnect.
+	list := func() ([]isolation.Info, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return view.List(ctx, isolation.Filter{})
+	}
 	// A List walks tenant by tenant, so one can see a container that has
 	// just ended next to its successor: a conflict counts when a second
 	// List, after the first, still shows it.
 	var shared []string
 	for try := 0; try < 2; try++ {
-		infos, err := view.List(ctx, isolation.Filter{})
+		infos, err := list()
 		if err != nil {
 			t.Errorf("step %d (%s): list containers: %v", step, what, err)
 			return
@@ -509,7 +514,7 @@ func checkCtrd(t *testing.T, step int, what string, a *agent, view *containerd.R
 	}
 	var why string
 	if !waitTrue(30*time.Second, func() bool {
-		infos, err := view.List(ctx, isolation.Filter{})
+		infos, err := list()
 		rep, err2 := a.do(agentCmd{Op: "list"})
 		if err != nil || err2 != nil {
 			why = fmt.Sprint(err, err2)
