@@ -24,6 +24,9 @@ var (
 	// ErrPermission: a registry refused the credentials, or the process
 	// lacks a privilege (mknod needs root).
 	ErrPermission = fmt.Errorf("isolation: permission denied: %w", gpu.ErrPermission)
+	// ErrDenied: the tenant's policy (TenantPolicy) forbids what the spec
+	// asks; the message names each field and rule.
+	ErrDenied = fmt.Errorf("isolation: denied by the tenant policy: %w", gpu.ErrPermission)
 	// ErrUnsupported: this runtime lacks the feature.
 	ErrUnsupported = fmt.Errorf("isolation: not supported by this runtime: %w", gpu.ErrUnsupported)
 )

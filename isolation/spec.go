@@ -49,6 +49,10 @@ const (
 	// NetworkNone (the default, also ""): a private network namespace with
 	// only a loopback interface.
 	NetworkNone Network = "none"
+	// NetworkBridge is the tenant network: a network namespace of its own
+	// on the tenant's bridge, with outbound traffic allowed and the host,
+	// the node's loopback services and other tenants out of reach.
+	NetworkBridge Network = "bridge"
 	// NetworkHost shares the host's network namespace, /etc/hosts and
 	// /etc/resolv.conf. Miners need it to reach their pools.
 	NetworkHost Network = "host"
@@ -90,6 +94,19 @@ type Limits struct {
 	MemoryBytes int64
 	// Pids is the most processes and threads the container may have.
 	Pids int64
+	// CPUShares is the container's weight when CPUs are contended
+	// (cgroup cpu.shares; 1024 is one ordinary process's).
+	CPUShares int64
+}
+
+type namedLimit struct {
+	name string
+	v    int64
+}
+
+// named lists the limits with their field names, in field order.
+func (l Limits) named() []namedLimit {
+	return []namedLimit{{"CPUMillis", l.CPUMillis}, {"MemoryBytes", l.MemoryBytes}, {"Pids", l.Pids}, {"CPUShares", l.CPUShares}}
 }
 
 // Mount is a host directory or file bind-mounted into the container.
@@ -130,7 +147,7 @@ type Spec struct {
 	Limits Limits
 	// Mounts are bind mounts: read-only datasets, a writable checkpoint dir.
 	Mounts []Mount
-	// Network is NetworkNone (default) or NetworkHost.
+	// Network is NetworkNone (default), NetworkBridge or NetworkHost.
 	Network Network
 	// Labels are extra container labels. Keys under LabelPrefix are reserved.
 	Labels map[string]string
@@ -201,11 +218,9 @@ func (s Spec) Validate() error {
 			bad("spec.GPUs[%d].UUID %q contains a comma or space", i, g.UUID)
 		}
 	}
-	for name, v := range map[string]int64{
-		"CPUMillis": s.Limits.CPUMillis, "MemoryBytes": s.Limits.MemoryBytes, "Pids": s.Limits.Pids,
-	} {
-		if v < 0 {
-			bad("spec.Limits.%s is %d: give 0 for no limit or a positive value", name, v)
+	for _, l := range s.Limits.named() {
+		if l.v < 0 {
+			bad("spec.Limits.%s is %d: give 0 for no limit or a positive value", l.name, l.v)
 		}
 	}
 	if s.Limits.CPUMillis > 0 && s.Limits.CPUMillis < 10 {
@@ -233,9 +248,9 @@ func (s Spec) Validate() error {
 		}
 	}
 	switch s.Network {
-	case "", NetworkNone, NetworkHost:
+	case "", NetworkNone, NetworkBridge, NetworkHost:
 	default:
-		bad("spec.Network %q: want %q or %q", s.Network, NetworkNone, NetworkHost)
+		bad("spec.Network %q: want %q, %q or %q", s.Network, NetworkNone, NetworkBridge, NetworkHost)
 	}
 	keys := make([]string, 0, len(s.Labels))
 	for k := range s.Labels {
