@@ -191,7 +191,7 @@ func (m *Meter) windowEnd(t time.Time) time.Time { return t.Truncate(m.o.window)
 // Observe books one sample of each GPU (in any order; a sample without
 // readings, such as a lost GPU's, books its interval as FlagEnergyUnknown).
 // Samples of GPUs the meter does not know are refused with ErrNotFound,
-// and samples not later than the GPU's previous one with ErrInvalid; the
+// and samples earlier than the GPU's previous one with ErrInvalid; the
 // others are booked all the same. When a sample crosses a record window,
 // the intervals so far are attributed and the finished records appended
 // to the ledger; a ledger failure (ErrLedger) keeps them for the next
@@ -251,8 +251,14 @@ func (m *Meter) ingest(st *gpuState, s *gpu.Sample) error {
 		st.due = m.windowEnd(s.Time)
 		return nil
 	}
-	if !s.Time.After(st.lastT) {
-		return Errorf(ErrInvalid, "sample of GPU %s at %s is not after its previous one at %s: give samples in time order, once each",
+	if s.Time.Equal(st.lastT) {
+		// A second reading of the same instant (a poll at a handover on a
+		// driven clock): no time passed, but power may have stepped.
+		st.lastPMW, st.lastPOK = pMW, pOK
+		return nil
+	}
+	if s.Time.Before(st.lastT) {
+		return Errorf(ErrInvalid, "sample of GPU %s at %s is before its previous one at %s: give samples in time order",
 			st.uuid, s.Time.Format(time.RFC3339Nano), st.lastT.Format(time.RFC3339Nano))
 	}
 	dt := s.Time.Sub(st.lastT)
