@@ -633,9 +633,12 @@ func (m *Meter) emit(ctx context.Context, st *gpuState, errs *[]error) {
 			break
 		}
 		v, err := m.o.mining.MiningRevenue(ctx, r.GPU, r.Workload, r.Start, r.End)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+			err = fmt.Errorf("the source said %v", v)
+		}
+		if err != nil {
 			r.Flags |= FlagRevenueUnknown
-			*errs = append(*errs, fmt.Errorf("mining revenue of %s on GPU %s from %s: %v", r.Workload, r.GPU, r.Start.Format(time.RFC3339), err))
+			*errs = append(*errs, fmt.Errorf("mining revenue of %s on GPU %s from %s: %w", r.Workload, r.GPU, r.Start.Format(time.RFC3339), err))
 			break
 		}
 		r.Revenue = AmountOf(v)
