@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -26,7 +25,7 @@ const SchemaVersion = "1"
 var (
 	bucketMeta     = []byte("meta")
 	bucketRecords  = []byte("records")  // seq -> record (JSON)
-	bucketByGPU    = []byte("gpu")      // gpu \0 start -> seq
+	bucketByGPU    = []byte("gpu")      // start gpu -> seq
 	bucketTails    = []byte("tails")    // gpu -> seq of its newest record
 	bucketByEnd    = []byte("end")      // end seq -> nothing
 	bucketWorkload = []byte("workload") // workload \0 seq -> nothing
@@ -49,6 +48,9 @@ type Ledger struct {
 	reqs chan *appendReq // to the committer
 	stop chan struct{}   // closed by Close
 	done chan struct{}   // closed when the committer has returned
+
+	commitMu sync.Mutex                   // one commit at a time (without group commit, Appends race)
+	tails    map[string]accounting.Record // each GPU's newest record as committed; nil after a failed commit
 
 	mu        sync.RWMutex // Close waits for calls in flight
 	closed    bool
@@ -261,15 +263,21 @@ func (l *Ledger) committer() {
 // the ledger's rules fails alone; if the transaction fails, every other
 // request fails with it.
 func (l *Ledger) commit(batch []*appendReq) {
+	l.commitMu.Lock()
+	defer l.commitMu.Unlock()
 	errs := make([]error, len(batch))
+	w := writer{cache: l.tails, overlay: map[string]accounting.Record{}}
 	err := l.db.Update(func(tx *bbolt.Tx) error {
-		w := writer{tx: tx, meta: tx.Bucket(bucketMeta), recs: tx.Bucket(bucketRecords), byGPU: tx.Bucket(bucketByGPU),
-			tails: tx.Bucket(bucketTails), byEnd: tx.Bucket(bucketByEnd), byWL: tx.Bucket(bucketWorkload), overlay: map[string]accounting.Record{}}
+		w.meta, w.recs, w.byGPU = tx.Bucket(bucketMeta), tx.Bucket(bucketRecords), tx.Bucket(bucketByGPU)
+		w.tails, w.byEnd, w.byWL = tx.Bucket(bucketTails), tx.Bucket(bucketByEnd), tx.Bucket(bucketWorkload)
 		w.seq = getUint(w.meta, keySeq)
 		w.maxDur = getUint(w.meta, keyMaxDur)
 		for i, req := range batch {
-			if errs[i] = w.add(req.recs); errs[i] != nil {
-				continue
+			errs[i] = w.add(req.recs)
+		}
+		for g, r := range w.overlay {
+			if err := w.tails.Put([]byte(g), seqKey(r.Seq)); err != nil {
+				return err
 			}
 		}
 		if err := putUint(w.meta, keySeq, w.seq); err != nil {
@@ -277,6 +285,16 @@ func (l *Ledger) commit(batch []*appendReq) {
 		}
 		return putUint(w.meta, keyMaxDur, w.maxDur)
 	})
+	if err != nil {
+		l.tails = nil // what was cached may be ahead of the file now
+	} else {
+		if l.tails == nil {
+			l.tails = map[string]accounting.Record{}
+		}
+		for g, r := range w.overlay {
+			l.tails[g] = r
+		}
+	}
 	for i, req := range batch {
 		e := errs[i]
 		if e == nil && err != nil {
@@ -292,10 +310,15 @@ type writer struct {
 	meta, recs, byGPU, tails, byEnd, byWL *bbolt.Bucket
 	seq, maxDur                           uint64
 	overlay                               map[string]accounting.Record // tails written in this transaction
+	cache                                 map[string]accounting.Record // tails as last committed, may be nil
+	scratch                               map[string]accounting.Record // one request's tails
 }
 
 func (w *writer) tail(gpu string) (accounting.Record, bool, error) {
 	if r, ok := w.overlay[gpu]; ok {
+		return r, true, nil
+	}
+	if r, ok := w.cache[gpu]; ok {
 		return r, true, nil
 	}
 	v := w.tails.Get([]byte(gpu))
@@ -307,7 +330,11 @@ func (w *writer) tail(gpu string) (accounting.Record, bool, error) {
 
 // add checks and writes the records of one request, all or none.
 func (w *writer) add(recs []accounting.Record) error {
-	tails := map[string]accounting.Record{}
+	if w.scratch == nil {
+		w.scratch = map[string]accounting.Record{}
+	}
+	tails := w.scratch
+	clear(tails)
 	for _, r := range recs {
 		if _, ok := tails[r.GPU]; ok {
 			continue
@@ -333,18 +360,11 @@ func (w *writer) add(recs []accounting.Record) error {
 	for _, r := range fresh {
 		w.seq++
 		r.Seq = w.seq
-		v, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
 		sk := seqKey(w.seq)
-		if err := w.recs.Put(sk, v); err != nil {
+		if err := w.recs.Put(sk, encode(nil, &r)); err != nil {
 			return err
 		}
 		if err := w.byGPU.Put(gpuKey(nil, r.GPU, r.Start), sk); err != nil {
-			return err
-		}
-		if err := w.tails.Put([]byte(r.GPU), sk); err != nil {
 			return err
 		}
 		if err := w.byEnd.Put(append(timeKey(r.End), sk...), nil); err != nil {
@@ -369,9 +389,10 @@ func timeKey(t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())^(1<<63))
 }
 
+// gpuKey is start then GPU: records arrive in about time order, so new
+// keys land together at the end of the index, however many GPUs there are.
 func gpuKey(buf []byte, gpu string, start time.Time) []byte {
-	buf = append(append(buf[:0], gpu...), 0)
-	return append(buf, timeKey(start)...)
+	return append(append(buf[:0], timeKey(start)...), gpu...)
 }
 
 func getUint(b *bbolt.Bucket, k []byte) uint64 {
@@ -390,9 +411,9 @@ func getRecord(b *bbolt.Bucket, seq uint64) (accounting.Record, bool, error) {
 	if v == nil {
 		return accounting.Record{}, false, nil
 	}
-	var r accounting.Record
-	if err := json.Unmarshal(v, &r); err != nil {
-		return r, false, accounting.Errorf(accounting.ErrLedger, "record %d is corrupt: %w", seq, err)
+	r, err := decode(v)
+	if err != nil {
+		return r, false, accounting.Errorf(accounting.ErrLedger, "record %d: %w", seq, err)
 	}
 	return r, true, nil
 }
@@ -563,9 +584,9 @@ func (l *Ledger) Pending(ctx context.Context, limit int) ([]accounting.Record, e
 		acked := getUint(tx.Bucket(bucketMeta), keyAcked)
 		c := tx.Bucket(bucketRecords).Cursor()
 		for k, v := c.Seek(seqKey(acked + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			var r accounting.Record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return accounting.Errorf(accounting.ErrLedger, "record %d is corrupt: %w", binary.BigEndian.Uint64(k), err)
+			r, err := decode(v)
+			if err != nil {
+				return accounting.Errorf(accounting.ErrLedger, "record %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			out = append(out, r)
 		}
