@@ -145,12 +145,12 @@ scrape_configs:
 	assert.InDelta(t, float64(booked)/1000, rs[0].value(t), 1e-3, "Prometheus holds the joules the meter booked")
 
 	for q, want := range map[string]float64{
-		"gpufarm_queue_depth":                            2,
-		"gpufarm_power_budget_watts":                     2000,
-		`gpufarm_workloads{state="running"}`:             2,
-		"count(gpufarm_workload_energy_joules_total)":    8,
-		"count(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION)":    8,
-		"sum(gpufarm_revenue_total) * 60 / (8 * 2)":      1.5,
+		"gpufarm_queue_depth":                           2,
+		"gpufarm_power_budget_watts":                    2000,
+		`gpufarm_workloads{state="running"}`:            2,
+		"count(gpufarm_workload_energy_joules_total)":   8,
+		"count(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION)":   8,
+		"sum(gpufarm_revenue_total) * 60 / (8 * 2)":     1.5,
 		`count(DCGM_FI_DEV_XID_ERRORS{pci_bus_id!=""})`: 8,
 	} {
 		rs, err := query(q)
