@@ -154,9 +154,13 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 		return err
 	}
 	for path, write := range map[string]func(io.Writer, accounting.Ledger, accounting.Query) error{
-		*csvPath:  func(w io.Writer, l accounting.Ledger, q accounting.Query) error { return accounting.WriteCSV(w, l.Query(ctx, q)) },
-		*jsonPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error { return accounting.WriteJSON(w, l.Query(ctx, q)) },
-		*svgPath:  func(w io.Writer, l accounting.Ledger, q accounting.Query) error { return drawDay(ctx, w, l, q, tou) },
+		*csvPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error {
+			return accounting.WriteCSV(w, l.Query(ctx, q))
+		},
+		*jsonPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error {
+			return accounting.WriteJSON(w, l.Query(ctx, q))
+		},
+		*svgPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error { return drawDay(ctx, w, l, q, tou) },
 	} {
 		if path == "" {
 			continue
