@@ -153,20 +153,18 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	if err := report(ctx, out, ledger, q, meter); err != nil {
 		return err
 	}
-	for path, write := range map[string]func(io.Writer, accounting.Ledger, accounting.Query) error{
-		*csvPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error {
-			return accounting.WriteCSV(w, l.Query(ctx, q))
-		},
-		*jsonPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error {
-			return accounting.WriteJSON(w, l.Query(ctx, q))
-		},
-		*svgPath: func(w io.Writer, l accounting.Ledger, q accounting.Query) error { return drawDay(ctx, w, l, q, tou) },
+	for _, o := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{
+		{*csvPath, func(w io.Writer) error { return accounting.WriteCSV(w, ledger.Query(ctx, q)) }},
+		{*jsonPath, func(w io.Writer) error { return accounting.WriteJSON(w, ledger.Query(ctx, q)) }},
+		{*svgPath, func(w io.Writer) error { return drawDay(ctx, w, ledger, q, tou) }},
 	} {
-		if path == "" {
-			continue
-		}
-		if err := writeTo(path, out, func(w io.Writer) error { return write(w, ledger, q) }); err != nil {
-			return err
+		if o.path != "" {
+			if err := writeTo(o.path, out, o.write); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
