@@ -1,6 +1,3 @@
-// Package ledgertest is the conformance suite of accounting.Ledger: every
-// ledger (the memory one, the bbolt file, a control plane's own) passes
-// it.
 package ledgertest
 
 import (
