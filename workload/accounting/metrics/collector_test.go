@@ -206,8 +206,9 @@ func TestGpufarmSeries(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- n.c.Run(ctx) }()
 	n.work.events <- workload.Event{Type: workload.EventStarted, Time: n.clk.Now(), Handover: &workload.Handover{Total: 1500 * time.Millisecond}}
-	require.NoError(t, n.rig.InjectXID(3, 43))
 	require.Eventually(t, func() bool {
+		// Again until Run has subscribed: an Xid nobody watches is gone.
+		require.NoError(t, n.rig.InjectXID(3, 43))
 		f := gather(t, n.c)
 		xid := 0.0
 		for _, m := range f["DCGM_FI_DEV_XID_ERRORS"].GetMetric() {
