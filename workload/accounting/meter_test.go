@@ -209,3 +209,69 @@ func TestHandoverBetweenSamples(t *testing.T) {
 	assert.InDelta(t, mine, got["mine"], 1, "the miner's share of the split second is its power times its time")
 	assert.Equal(t, 2, split, "both records that share the second say so")
 }
+
+// TestRestartCarriesOn: a meter made over a ledger that an earlier one
+// wrote carries on where its records end: a short pause is booked as
+// usual from the counter, a long one as a gap, and the GPU's records add
+// up to its counter across both restarts.
+func TestRestartCarriesOn(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, preset(t, sim.PresetA40))
+	tl := newTimeline()
+	tl.hand(r.devs[0].UUID, t0, workload.Allocation{Workload: "mine", Attempt: 1, Tenant: "mining", Kind: workload.KindMining})
+	require.NoError(t, r.sim.SetLoad(0, sim.Load{Util: 0.7}))
+	l := accounting.NewMemoryLedger()
+	c0 := counter(t, r.sim, 0)
+	run := func(from, to int) {
+		m, err := accounting.New(ctx, r.gpus, tl, l)
+		require.NoError(t, err)
+		for s := from; s <= to; s++ {
+			r.clk.Set(t0.Add(time.Duration(s) * time.Second))
+			require.NoError(t, m.Poll(ctx))
+		}
+		require.NoError(t, m.Close())
+		require.NoError(t, m.Close(), "Close is idempotent")
+		assert.ErrorIs(t, m.Poll(ctx), accounting.ErrClosed)
+	}
+	run(0, 90)
+	run(100, 200) // 10 s down: within the maximum gap
+	run(500, 600) // 5 minutes down: a gap
+	rs := records(t, l, accounting.Query{GPU: r.devs[0].UUID})
+	sums := checkStreams(t, rs, nil, time.Minute)
+	assert.Equal(t, int64(counter(t, r.sim, 0)-c0), sums[r.devs[0].UUID], "the records add up to the counter across restarts")
+	var gap time.Duration
+	for _, rec := range rs {
+		if rec.Kind == accounting.KindGap {
+			gap += rec.Duration()
+		} else {
+			assert.Equal(t, "mine", rec.Workload)
+		}
+	}
+	assert.Equal(t, 300*time.Second, gap, "only the long pause is a gap")
+}
+
+// TestRun samples on the wall clock until its context ends, then books
+// what is pending.
+func TestRun(t *testing.T) {
+	p := preset(t, sim.PresetA40)
+	rg, err := sim.New(p)
+	require.NoError(t, err)
+	g, err := gpu.New(context.Background(), rg)
+	require.NoError(t, err)
+	defer g.Close()
+	l := accounting.NewMemoryLedger()
+	m, err := accounting.New(context.Background(), g, newTimeline(), l)
+	require.NoError(t, err)
+	defer m.Close()
+	require.ErrorIs(t, m.Run(context.Background(), time.Minute), accounting.ErrInvalid, "sampling slower than the maximum gap is refused")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, m.Run(ctx, 20*time.Millisecond), context.DeadlineExceeded)
+	rs := records(t, l, accounting.Query{})
+	require.NotEmpty(t, rs, "what was sampled is booked when Run ends")
+	checkStreams(t, rs, m, time.Minute)
+	for _, s := range m.Latest(nil) {
+		assert.False(t, s.Time.IsZero(), "every GPU was sampled")
+	}
+}
