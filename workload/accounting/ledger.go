@@ -3,7 +3,6 @@ package accounting
 import (
 	"context"
 	"iter"
-	"sort"
 	"sync"
 	"time"
 
@@ -245,14 +244,4 @@ func (l *MemoryLedger) Close() error {
 	defer l.mu.Unlock()
 	l.closed = true
 	return nil
-}
-
-// sortRecords orders records by GPU then start, for reports.
-func sortRecords(rs []Record) {
-	sort.Slice(rs, func(i, j int) bool {
-		if rs[i].GPU != rs[j].GPU {
-			return rs[i].GPU < rs[j].GPU
-		}
-		return rs[i].Start.Before(rs[j].Start)
-	})
 }

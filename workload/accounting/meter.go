@@ -61,7 +61,6 @@ type Meter struct {
 	closed   bool
 	totalsWL map[totalKey]*Total
 	totalsTK map[totalKey]*Total
-	ledgerOK bool
 	ledgerEr error
 }
 
@@ -165,7 +164,7 @@ func New(ctx context.Context, gpus *gpu.Manager, timeline Timeline, ledger Ledge
 		return nil, Errorf(ErrInvalid, "new meter: %w", err)
 	}
 	m := &Meter{gpus: gpus, timeline: timeline, ledger: ledger, o: o, devs: gpus.Devices(),
-		byUUID: map[string]int{}, totalsWL: map[totalKey]*Total{}, totalsTK: map[totalKey]*Total{}, ledgerOK: true}
+		byUUID: map[string]int{}, totalsWL: map[totalKey]*Total{}, totalsTK: map[totalKey]*Total{}}
 	m.scratch = make([]gpu.Sample, len(m.devs))
 	tails, err := ledger.Tails(ctx)
 	if err != nil {
@@ -441,7 +440,7 @@ func (m *Meter) settle(ctx context.Context, final bool) error {
 	if len(m.unsent) > 0 {
 		err := m.ledger.Append(ctx, m.unsent)
 		m.mu.Lock()
-		m.ledgerOK, m.ledgerEr = err == nil, err
+		m.ledgerEr = err
 		m.mu.Unlock()
 		if err != nil {
 			if !errors.Is(err, ErrLedger) {
@@ -535,7 +534,8 @@ func (m *Meter) share(ctx context.Context, st *gpuState, iv interval, noTimeline
 			break
 		}
 	}
-	byPower := !change.IsZero() && iv.p0 >= 0 && iv.p1 >= 0 && iv.p0+iv.p1 > 0
+	// Power times nanoseconds fits 64 bits for up to an hour at 1 kW.
+	byPower := !change.IsZero() && iv.p0 >= 0 && iv.p1 >= 0 && iv.p0+iv.p1 > 0 && iv.to.Sub(iv.from) <= time.Hour
 	for _, c := range st.cuts {
 		w := uint64(c.to.Sub(c.from))
 		if byPower {
