@@ -239,6 +239,10 @@ func (m *Meter) stateOf(s *gpu.Sample) *gpuState {
 // ingest books the interval from the GPU's last reading to s. The caller
 // holds m.mu.
 func (m *Meter) ingest(st *gpuState, s *gpu.Sample) error {
+	if st.have && s.Time.Before(st.lastT) {
+		return Errorf(ErrInvalid, "sample of GPU %s at %s is before its previous one at %s: give samples in time order",
+			st.uuid, s.Time.Format(time.RFC3339Nano), st.lastT.Format(time.RFC3339Nano))
+	}
 	st.latest = *s
 	pMW, pOK := int64(-1), false
 	if s.PowerW.Valid && s.PowerW.Value >= 0 && !math.IsNaN(s.PowerW.Value) && !math.IsInf(s.PowerW.Value, 0) {
@@ -255,10 +259,6 @@ func (m *Meter) ingest(st *gpuState, s *gpu.Sample) error {
 		// driven clock): no time passed, but power may have stepped.
 		st.lastPMW, st.lastPOK = pMW, pOK
 		return nil
-	}
-	if s.Time.Before(st.lastT) {
-		return Errorf(ErrInvalid, "sample of GPU %s at %s is before its previous one at %s: give samples in time order",
-			st.uuid, s.Time.Format(time.RFC3339Nano), st.lastT.Format(time.RFC3339Nano))
 	}
 	dt := s.Time.Sub(st.lastT)
 	iv := interval{from: st.lastT, to: s.Time, p0: st.lastPMW, p1: pMW}
