@@ -148,7 +148,7 @@ func Open(path string, opts ...Option) (*Ledger, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open ledger %s: %w", path, err)
 	}
-	l := &Ledger{path: path, log: o.log, o: o, db: db, reqs: make(chan *appendReq), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Ledger{path: path, log: o.log, o: o, db: db, reqs: make(chan *appendReq, 1024), stop: make(chan struct{}), done: make(chan struct{})}
 	if o.groupCommit {
 		go l.committer() // ends when Close closes stop
 	} else {
@@ -312,6 +312,7 @@ type writer struct {
 	overlay                               map[string]accounting.Record // tails written in this transaction
 	cache                                 map[string]accounting.Record // tails as last committed, may be nil
 	scratch                               map[string]accounting.Record // one request's tails
+	arena                                 []byte
 }
 
 func (w *writer) tail(gpu string) (accounting.Record, bool, error) {
@@ -360,18 +361,20 @@ func (w *writer) add(recs []accounting.Record) error {
 	for _, r := range fresh {
 		w.seq++
 		r.Seq = w.seq
-		sk := seqKey(w.seq)
-		if err := w.recs.Put(sk, encode(nil, &r)); err != nil {
+		// bbolt keeps keys and values until the commit: they are carved
+		// from one arena per transaction rather than allocated each.
+		sk := w.carve(func(b []byte) []byte { return binary.BigEndian.AppendUint64(b, w.seq) })
+		if err := w.recs.Put(sk, w.carve(func(b []byte) []byte { return encode(b, &r) })); err != nil {
 			return err
 		}
-		if err := w.byGPU.Put(gpuKey(nil, r.GPU, r.Start), sk); err != nil {
+		if err := w.byGPU.Put(w.carve(func(b []byte) []byte { return gpuKey(b, r.GPU, r.Start) }), sk); err != nil {
 			return err
 		}
-		if err := w.byEnd.Put(append(timeKey(r.End), sk...), nil); err != nil {
+		if err := w.byEnd.Put(w.carve(func(b []byte) []byte { return append(appendTime(b, r.End), sk...) }), nil); err != nil {
 			return err
 		}
 		if r.Workload != "" {
-			if err := w.byWL.Put(append(append([]byte(r.Workload), 0), sk...), nil); err != nil {
+			if err := w.byWL.Put(w.carve(func(b []byte) []byte { return append(append(append(b, r.Workload...), 0), sk...) }), nil); err != nil {
 				return err
 			}
 		}
@@ -385,14 +388,29 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 
 // timeKey orders times as bytes: nanoseconds since 1970, offset so that
 // earlier times sort first.
-func timeKey(t time.Time) []byte {
-	return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())^(1<<63))
+func timeKey(t time.Time) []byte { return appendTime(nil, t) }
+
+func appendTime(buf []byte, t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(buf, uint64(t.UnixNano())^(1<<63))
 }
 
-// gpuKey is start then GPU: records arrive in about time order, so new
-// keys land together at the end of the index, however many GPUs there are.
+// gpuKey appends start then GPU to buf: records arrive in about time
+// order, so new keys land together at the end of the index, however many
+// GPUs there are.
 func gpuKey(buf []byte, gpu string, start time.Time) []byte {
-	return append(append(buf[:0], timeKey(start)...), gpu...)
+	return append(appendTime(buf, start), gpu...)
+}
+
+// carve appends what fill writes to the transaction's arena and returns
+// it, starting a new arena when the old one is full (what was carved from
+// the old one stays valid).
+func (w *writer) carve(fill func([]byte) []byte) []byte {
+	if cap(w.arena)-len(w.arena) < 512 {
+		w.arena = make([]byte, 0, 256<<10)
+	}
+	n := len(w.arena)
+	w.arena = fill(w.arena)
+	return w.arena[n:len(w.arena):len(w.arena)]
 }
 
 func getUint(b *bbolt.Bucket, k []byte) uint64 {
