@@ -76,11 +76,13 @@ func Collect(seq iter.Seq2[Record, error]) ([]Record, error) {
 
 // CheckAppend applies Append's rules to recs against the GPUs' newest
 // records, which it updates: it returns the records to store (re-delivered
-// ones left out) or the error Append must return. lookup finds a stored
+// ones left out; recs itself, not a copy, when none is) or the error
+// Append must return. lookup finds a stored
 // record of a GPU by its start. Ledger implementations call it.
 func CheckAppend(recs []Record, tails map[string]Record, lookup func(gpu string, start time.Time) (Record, bool, error)) ([]Record, error) {
-	var fresh []Record
-	for _, r := range recs {
+	fresh := recs[:0:0] // recs itself while nothing is skipped
+	skipped := false
+	for i, r := range recs {
 		if r.Seq != 0 {
 			return nil, Errorf(ErrInvalid, "record of GPU %s from %s carries sequence number %d: the ledger assigns them", r.GPU, r.Start.Format(time.RFC3339Nano), r.Seq)
 		}
@@ -90,7 +92,11 @@ func CheckAppend(recs []Record, tails map[string]Record, lookup func(gpu string,
 		tail, ok := tails[r.GPU]
 		switch {
 		case !ok || r.Start.Equal(tail.End):
-			fresh = append(fresh, r)
+			if skipped {
+				fresh = append(fresh, r)
+			} else {
+				fresh = recs[:i+1]
+			}
 			tails[r.GPU] = r
 		case r.Start.Before(tail.End):
 			old, found, err := lookup(r.GPU, r.Start)
@@ -100,6 +106,9 @@ func CheckAppend(recs []Record, tails map[string]Record, lookup func(gpu string,
 			if !found || !old.Equal(r) {
 				return nil, Errorf(ErrConflict, "record of GPU %s from %s differs from the one the ledger holds for that time: a ledger takes a GPU's records once, and the same again only unchanged",
 					r.GPU, r.Start.Format(time.RFC3339Nano))
+			}
+			if !skipped {
+				fresh, skipped = append([]Record(nil), fresh...), true
 			}
 		default:
 			return nil, Errorf(ErrConflict, "record of GPU %s from %s leaves a hole after the ledger's last one, which ends at %s: deliver the records in between first",

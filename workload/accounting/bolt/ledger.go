@@ -46,6 +46,7 @@ type Ledger struct {
 	db   *bbolt.DB
 
 	reqs chan *appendReq // to the committer
+	pool sync.Pool       // of *appendReq
 	stop chan struct{}   // closed by Close
 	done chan struct{}   // closed when the committer has returned
 
@@ -218,7 +219,11 @@ func (l *Ledger) Append(ctx context.Context, recs []accounting.Record) error {
 		l.commit([]*appendReq{req})
 		return <-req.err
 	}
-	req := &appendReq{recs: recs, err: make(chan error, 1)}
+	req, _ := l.pool.Get().(*appendReq)
+	if req == nil {
+		req = &appendReq{err: make(chan error, 1)}
+	}
+	req.recs = recs
 	select {
 	case l.reqs <- req:
 	case <-ctx.Done():
@@ -226,9 +231,11 @@ func (l *Ledger) Append(ctx context.Context, recs []accounting.Record) error {
 	}
 	select {
 	case err := <-req.err:
+		req.recs = nil
+		l.pool.Put(req) // answered: the committer is done with it
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return ctx.Err() // the committer still holds req; it is not reused
 	}
 }
 
