@@ -52,7 +52,8 @@
 // plane drains with acknowledgements. Package bolt is the one for a node
 // (a bbolt file with group commit); NewMemoryLedger is for tests and
 // demos; package ledgertest is the conformance suite. A Meter made over a
-// ledger carries on where its records end.
+// ledger carries on where its records end, booking the time it was down
+// as a gap.
 //
 // # Reports
 //

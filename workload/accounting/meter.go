@@ -72,6 +72,7 @@ type gpuState struct {
 	// Under Meter.mu: the last reading and the intervals not yet
 	// attributed.
 	have       bool
+	fromTail   bool // the last reading is the ledger's, from before a restart
 	lastT      time.Time
 	lastC      uint64
 	lastCOK    bool
@@ -174,8 +175,10 @@ func New(ctx context.Context, gpus *gpu.Manager, timeline Timeline, ledger Ledge
 		st := &gpuState{uuid: d.UUID, index: i, pending: make([]interval, 0, 64), spare: make([]interval, 0, 64)}
 		if t, ok := tails[d.UUID]; ok {
 			// Carry on from the ledger: the next interval starts where the
-			// records end, with the counter as it was there.
-			st.have, st.lastT, st.lastPMW = true, t.End, -1
+			// records end, with the counter as it was there. Nobody can
+			// say who held the GPU meanwhile (a restarted workload manager
+			// knows its holds only from its own start), so it is a gap.
+			st.have, st.fromTail, st.lastT, st.lastPMW = true, true, t.End, -1
 			st.lastC, st.lastCOK = t.EndCounterMJ, t.Flags&FlagCounter != 0
 			st.due = m.windowEnd(t.End)
 		}
@@ -262,7 +265,8 @@ func (m *Meter) ingest(st *gpuState, s *gpu.Sample) error {
 	}
 	dt := s.Time.Sub(st.lastT)
 	iv := interval{from: st.lastT, to: s.Time, p0: st.lastPMW, p1: pMW}
-	gap := dt > m.o.maxGap
+	gap := dt > m.o.maxGap || st.fromTail
+	st.fromTail = false
 	if gap {
 		iv.flags |= FlagNoSamples
 		st.gaps++
