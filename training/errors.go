@@ -48,7 +48,7 @@ func errorf(cat error, format string, args ...any) error {
 // problems collects what is wrong with a request, to report it all at once.
 type problems struct {
 	invalid, unfits []string
-	wrapped        []error // errors of other packages, kept for errors.Is
+	wrapped         []error // errors of other packages, kept for errors.Is
 }
 
 func (p *problems) bad(format string, args ...any) {
@@ -84,4 +84,3 @@ type joined struct {
 
 func (j *joined) Error() string   { return j.msg }
 func (j *joined) Unwrap() []error { return j.errs }
-

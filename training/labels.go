@@ -71,4 +71,6 @@ func configOf(s workload.Spec) (config, bool, error) {
 }
 
 // finder reads the workload's checkpoint folder.
-func (c config) finder() checkpoint.Finder { return checkpoint.Finder{Layout: c.Layout, Marker: c.Marker} }
+func (c config) finder() checkpoint.Finder {
+	return checkpoint.Finder{Layout: c.Layout, Marker: c.Marker}
+}

@@ -262,4 +262,3 @@ func p2pWhy(devs []gpu.Device) string {
 
 // usableLink is the link readiness judges: max generation, trained width.
 func usableLink(d gpu.Device) gpu.Link { return gpu.Assess(d, gpu.Health{Healthy: true}).Link }
-

@@ -65,7 +65,6 @@ func hfState(step int) string {
 	return `{"best_metric": null, "epoch": 0.5, "global_step": ` + strconv.Itoa(step) + `, "log_history": [{"loss": 2.1, "step": 10}], "max_steps": 1000}`
 }
 
-
 type found struct {
 	step int
 	name string

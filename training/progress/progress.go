@@ -125,7 +125,7 @@ func (p *Parser) Line(line string) bool {
 var (
 	dictEntry = regexp.MustCompile(`'([A-Za-z0-9_/.-]+)':\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?|nan|inf|-inf)`)
 	// A tqdm bar: "desc:  8%|███ | 1999/24128 [1:52:09<20:27:23,  3.33s/it, k=v, ...]".
-	barRE = regexp.MustCompile(`(?:(Epoch\s+([0-9]+))\s*:\s*)?\s*[0-9]+%\|[^|]*\|\s*([0-9]+)/([0-9]+)\s*\[([0-9:]+)<([0-9:?]+),\s*([0-9.?]+)\s*(it/s|s/it)((?:,\s*[^\]]*)?)\]`)
+	barRE   = regexp.MustCompile(`(?:(Epoch\s+([0-9]+))\s*:\s*)?\s*[0-9]+%\|[^|]*\|\s*([0-9]+)/([0-9]+)\s*\[([0-9:]+)<([0-9:?]+),\s*([0-9.?]+)\s*(it/s|s/it)((?:,\s*[^\]]*)?)\]`)
 	postfix = regexp.MustCompile(`([A-Za-z0-9_/.-]+)=(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)`)
 	// DeepSpeed.
 	dsStep    = regexp.MustCompile(`\] step=([0-9]+), skipped=[0-9]+, lr=\[([-0-9.eE+]+)`)
