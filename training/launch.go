@@ -201,18 +201,25 @@ func (j Job) workers() []Worker {
 // environment adds the NCCL settings the fabric calls for to the
 // launcher's, then the job's own, which win.
 func (j Job) environment(env []string, fab Fabric, devs []gpu.Device) ([]string, []string) {
-	var notes []string
-	if j.dataParallel() {
-		if !fab.NVLink && !fab.PeerToPeer {
-			env = append(env, "NCCL_P2P_DISABLE=1")
-			notes = append(notes, "NCCL_P2P_DISABLE=1: "+p2pWhy(devs))
-		}
-		if !fab.InfiniBand {
-			env = append(env, "NCCL_IB_DISABLE=1")
-			notes = append(notes, "NCCL_IB_DISABLE=1: no InfiniBand fabric: NCCL uses sockets between nodes and does not probe for it")
-		}
+	nccl, notes := ncclDefaults(j.dataParallel(), fab, devs)
+	return mergeEnv(append(env, nccl...), j.Env), notes
+}
+
+// ncclDefaults are the NCCL settings of a job whose processes talk over
+// fab, with the reason of each.
+func ncclDefaults(parallel bool, fab Fabric, devs []gpu.Device) (env, notes []string) {
+	if !parallel {
+		return nil, nil
 	}
-	return mergeEnv(env, j.Env), notes
+	if !fab.NVLink && !fab.PeerToPeer {
+		env = append(env, "NCCL_P2P_DISABLE=1")
+		notes = append(notes, "NCCL_P2P_DISABLE=1: "+p2pWhy(devs))
+	}
+	if !fab.InfiniBand {
+		env = append(env, "NCCL_IB_DISABLE=1")
+		notes = append(notes, "NCCL_IB_DISABLE=1: no InfiniBand fabric: NCCL uses sockets between nodes and does not probe for it")
+	}
+	return env, notes
 }
 
 // mergeEnv returns base with over applied: a key of over replaces base's.

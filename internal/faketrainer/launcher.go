@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -206,16 +205,8 @@ func launch(args []string, out *lineWriter, getenv func(string) string, gpus int
 	return append(script[1:], p.extra...), nil
 }
 
-var nvidiaNode = regexp.MustCompile(`^nvidia[0-9]+$`)
-
 // visibleGPUs counts the GPU device nodes (/dev/nvidiaN) under dev.
 func visibleGPUs(dev string) int {
-	m, _ := filepath.Glob(filepath.Join(dev, "nvidia*"))
-	n := 0
-	for _, p := range m {
-		if nvidiaNode.MatchString(filepath.Base(p)) {
-			n++
-		}
-	}
-	return n
+	m, _ := filepath.Glob(filepath.Join(dev, "nvidia[0-9]*"))
+	return len(m)
 }
