@@ -58,9 +58,9 @@ type Adapter struct {
 	client   *http.Client
 
 	mu     sync.Mutex
-	m      Manager                   // set while Run runs
-	seen   uint64                    // the last event Run has taken in
-	seenCh chan struct{}             // closed and replaced at every event taken in
+	m      Manager             // set while Run runs
+	seen   uint64              // the last event Run has taken in
+	seenCh chan struct{}       // closed and replaced at every event taken in
 	stops  map[string]stopMark // when each workload's current attempt was asked to stop
 	jobs   map[string]*tracked // progress state of running training workloads
 }
