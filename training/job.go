@@ -203,7 +203,7 @@ func (j Job) gpus() int {
 	if len(j.UUIDs) > 0 {
 		return len(j.UUIDs)
 	}
-	return j.GPUs
+	return max(j.GPUs, 0)
 }
 
 func (j Job) masterAddr() string {

@@ -108,7 +108,7 @@ func (s Server) gpus() int {
 	if len(s.UUIDs) > 0 {
 		return len(s.UUIDs)
 	}
-	return s.GPUs
+	return max(s.GPUs, 0)
 }
 
 func (s Server) validate(p *problems) {
