@@ -51,10 +51,10 @@ func (n *contractNode) job(t *testing.T, id string, grace time.Duration, args ..
 	host, dir := n.checkpointDir(t)
 	return training.Job{
 		ID: id, Tenant: n.tenant, Image: n.image, Priority: 1, PricePerGPUHour: 0.35,
-		Launcher: training.Launcher{Kind: training.Torchrun, Program: append(slices.Clone(n.program), "torchrun")},
-		Script:   append([]string{"train.py", "-layout", "hf", "-checkpoint-dir", dir, "-logging-steps", "10"}, args...),
-		GPUs:     2,
-		Checkpoint: training.Checkpoint{HostDir: host, Dir: dir, Layout: checkpoint.LayoutHF},
+		Launcher:    training.Launcher{Kind: training.Torchrun, Program: append(slices.Clone(n.program), "torchrun")},
+		Script:      append([]string{"train.py", "-layout", "hf", "-checkpoint-dir", dir, "-logging-steps", "10"}, args...),
+		GPUs:        2,
+		Checkpoint:  training.Checkpoint{HostDir: host, Dir: dir, Layout: checkpoint.LayoutHF},
 		Preemptible: true, StopGrace: grace,
 	}, host
 }
