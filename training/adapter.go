@@ -333,13 +333,20 @@ type grace struct {
 	partial []checkpoint.Partial // begun during the grace, not finished
 }
 
+// mtimeSlack is how far a file's modification time may lag the moment it
+// was written: Linux stamps files from its coarse clock, which is up to a
+// tick (1 to 10 ms) behind. A save stamped within it before the stop is
+// taken as one of the grace.
+const mtimeSlack = 10 * time.Millisecond
+
 // graceOf reads the scan against the time of the stop.
 func graceOf(s checkpoint.Scan, stopAt time.Time) grace {
 	var g grace
+	stopAt = stopAt.Add(-mtimeSlack)
 	for _, c := range s.Complete {
 		if !c.CompletedAt.Before(stopAt) {
 			if !g.saved {
-				g.saved, g.ck, g.after = true, c, c.CompletedAt.Sub(stopAt)
+				g.saved, g.ck, g.after = true, c, max(c.CompletedAt.Sub(stopAt)-mtimeSlack, 0)
 			}
 			continue
 		}
@@ -359,7 +366,7 @@ func (g grace) String() string {
 	var s string
 	switch {
 	case g.saved:
-		s = fmt.Sprintf("checkpoint saved%s during grace (%s, %.1f s after the stop)", atStep(g.ck.Step), g.ck.Name, g.after.Seconds())
+		s = fmt.Sprintf("checkpoint saved%s during grace (%s, %v after the stop)", atStep(g.ck.Step), g.ck.Name, g.after.Round(time.Millisecond))
 	case g.last != nil:
 		s = fmt.Sprintf("no checkpoint written during grace (last%s, %s)", atStep(g.last.Step), g.last.Name)
 	default:

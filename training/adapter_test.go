@@ -145,9 +145,13 @@ func TestExitReportReadsTheDisk(t *testing.T) {
 			hfCheckpoint(t, d, 100, true, stopAt.Add(-time.Minute))
 			hfCheckpoint(t, d, 130, true, stopAt.Add(500*time.Millisecond))
 		}, workload.StatePreempting, exited, "", false,
-			"preempted-with-checkpoint: checkpoint saved at step 130 during grace (checkpoint-130, 0.5 s after the stop)"},
-		{"a save that finished just before the stop is not one of the grace", func(t *testing.T, d string) {
-			hfCheckpoint(t, d, 120, true, stopAt.Add(-time.Millisecond))
+			"preempted-with-checkpoint: checkpoint saved at step 130 during grace (checkpoint-130, 500ms after the stop)"},
+		{"a save stamped within the file clock's lag before the stop counts", func(t *testing.T, d string) {
+			hfCheckpoint(t, d, 125, true, stopAt.Add(-4*time.Millisecond))
+		}, workload.StatePreempting, exited, "", false,
+			"preempted-with-checkpoint: checkpoint saved at step 125 during grace (checkpoint-125, 0s after the stop)"},
+		{"a save that finished before the stop is not one of the grace", func(t *testing.T, d string) {
+			hfCheckpoint(t, d, 120, true, stopAt.Add(-20*time.Millisecond))
 		}, workload.StatePreempting, killed, "", false,
 			"preempted-without-checkpoint: no checkpoint written during grace (last at step 120, checkpoint-120) (give it a longer StopGrace, or make it save on its stop signal)"},
 		{"killed mid-save", func(t *testing.T, d string) {
@@ -160,7 +164,7 @@ func TestExitReportReadsTheDisk(t *testing.T) {
 		{"the stop event was not seen", func(t *testing.T, d string) {
 			hfCheckpoint(t, d, 130, true, stopAt.Add(500*time.Millisecond))
 		}, workload.StatePreempting, exited, "", true,
-			"checkpoint saved at step 130 during grace (checkpoint-130, 0.5 s after the stop) (the stop was not seen: taken as one grace before the exit)"},
+			"checkpoint saved at step 130 during grace (checkpoint-130, 500ms after the stop) (the stop was not seen: taken as one grace before the exit)"},
 		{"finished", func(t *testing.T, d string) {
 			hfCheckpoint(t, d, 1000, true, stopAt)
 		}, workload.StateRunning, &isolation.ExitStatus{Reason: isolation.ReasonExited}, "", false,
@@ -319,10 +323,13 @@ func TestAdapterOptions(t *testing.T) {
 	require.NoError(t, err)
 	m := newFakeManager()
 	runAdapter(t, a, m)
-	require.Eventually(t, func() bool {
-		err := a.Run(context.Background(), m)
-		return err != nil && strings.Contains(err.Error(), "already running")
-	}, 5*time.Second, 5*time.Millisecond)
+	m.events <- workload.Event{Seq: 1, Type: workload.EventQueued, ID: "x"}
+	require.Eventually(t, func() bool { return len(m.events) == 0 }, 5*time.Second, time.Millisecond, "Run takes events in")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = a.Run(ctx, m)
+	require.ErrorIs(t, err, training.ErrInvalid)
+	assert.Contains(t, err.Error(), "Run is already running")
 }
 
 func TestProbe(t *testing.T) {

@@ -43,6 +43,9 @@ type contractNode struct {
 	// argsOf is the command an attempt's container really ran, when the
 	// runtime can tell; nil otherwise.
 	argsOf func(t *testing.T, w workload.Workload) []string
+	// gpusSeen is how many GPU device nodes a container sees: 0 for host
+	// processes.
+	gpusSeen int
 }
 
 // job is a torchrun job of the fake trainer on the node's two GPUs, in the
@@ -85,7 +88,15 @@ func (n *contractNode) preempt(t *testing.T, id string) workload.Event {
 	}
 	_, err := n.m.Submit(context.Background(), spec)
 	require.NoError(t, err)
-	return n.ev.wait(t, 60*time.Second, eventIs(id, workload.EventPreempted))
+	ev := n.ev.wait(t, 60*time.Second, eventIs(id, workload.EventPreempted))
+	asked := n.ev.wait(t, time.Second, func(e workload.Event) bool {
+		return e.ID == id && e.Type == workload.EventPreempting && e.Attempt == ev.Attempt
+	})
+	started := n.ev.wait(t, 60*time.Second, eventIs(spec.ID, workload.EventStarted))
+	n.ev.wait(t, 60*time.Second, eventIs(spec.ID, workload.EventExited)) // done with its folder
+	t.Logf("%s stopped %v after it was asked (%s, code %d); %s started %v after the ask",
+		id, ev.Time.Sub(asked.Time).Round(time.Millisecond), ev.Exit.Reason, ev.Exit.Code, spec.ID, started.Time.Sub(asked.Time).Round(time.Millisecond))
+	return ev
 }
 
 // waitFor waits until workload id is in state, at attempt or later.
@@ -111,6 +122,14 @@ func (n *contractNode) waitProgress(t *testing.T, id string, attempt int) worklo
 	require.NoError(t, err)
 	require.NotNil(t, w.Progress, "Get shows the last progress")
 	return *ev.Progress
+}
+
+// waitStep waits until the workload reports progress of step or more.
+func (n *contractNode) waitStep(t *testing.T, id string, step int) {
+	t.Helper()
+	n.ev.wait(t, 60*time.Second, func(ev workload.Event) bool {
+		return ev.ID == id && ev.Type == workload.EventProgress && ev.Progress.Step >= step
+	})
 }
 
 // logsOf is the output of a workload's current attempt.
@@ -173,6 +192,7 @@ func testResumeFromGrace(t *testing.T, n *contractNode) {
 		want := "[torchrun] worker local_rank=" + strconv.Itoa(wk.LocalRank) + " rank=" + strconv.Itoa(wk.Rank) + " world_size=2 local_world_size=2 group_rank=0 master_addr=127.0.0.1 master_port=29500 cuda_visible_devices=" + strings.Join(w.GPUs, ",")
 		assert.Contains(t, logs, want, "cuda:i is Workload.GPUs[i]")
 	}
+	assert.Contains(t, logs, "[torchrun] 1 nodes x 2 processes, node 0, rendezvous 127.0.0.1:29500, container GPUs "+strconv.Itoa(n.gpusSeen))
 	assert.Contains(t, logs, "[torchrun] NCCL_IB_DISABLE=1")
 
 	ev := n.preempt(t, "resume")
@@ -222,8 +242,8 @@ func testSignalIgnored(t *testing.T, n *contractNode) {
 	j, dir := n.job(t, "stubborn", time.Second, "-steps", "100000", "-step-interval", "50ms", "-checkpoint-every", "50", "-ignore-sigterm")
 	n.submit(t, j)
 	n.waitFor(t, "stubborn", 1, workload.StateRunning)
-	require.Eventually(t, func() bool { c, _ := newestOnDisk(t, dir); return len(c) > 0 }, 60*time.Second, 5*time.Millisecond)
-	ev := n.preempt(t, "stubborn") // the next save is 2.5 s away, the grace 1 s
+	n.waitStep(t, "stubborn", 60) // past the save of step 50; the next is 2 s away, the grace 1 s
+	ev := n.preempt(t, "stubborn")
 	t.Logf("preempted: %s; exit %+v", ev.Note, *ev.Exit)
 	require.NotNil(t, ev.Exit)
 	assert.Equal(t, isolation.ReasonKilled, ev.Exit.Reason, "killed at the end of the grace")
@@ -240,10 +260,7 @@ func testPartialIgnored(t *testing.T, n *contractNode) {
 	j, dir := n.job(t, "crashy", 10*time.Second, "-steps", "100000", "-step-interval", "20ms", "-checkpoint-every", "50", "-partial-on-signal")
 	n.submit(t, j)
 	n.waitFor(t, "crashy", 1, workload.StateRunning)
-	// Past the save of step 50, well before the one of step 100.
-	n.ev.wait(t, 60*time.Second, func(ev workload.Event) bool {
-		return ev.ID == "crashy" && ev.Type == workload.EventProgress && ev.Progress.Step >= 60
-	})
+	n.waitStep(t, "crashy", 60) // past the save of step 50, well before the one of step 100
 	ev := n.preempt(t, "crashy")
 	t.Logf("preempted: %s; exit %+v", ev.Note, *ev.Exit)
 	complete, partial := newestOnDisk(t, dir)

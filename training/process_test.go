@@ -21,9 +21,10 @@ import (
 	"github.com/gpufarm/gpufarm/workload"
 )
 
-// startNode runs a workload manager with the training adapter over rt on
-// the first gpus cards of a simulated preset, until the test ends.
-func startNode(t *testing.T, preset string, gpus int, rt isolation.Runtime, log *slog.Logger) (*workload.Manager, []gpu.Device, *recorder) {
+// startNode runs a workload manager with the training adapter on the first
+// gpus cards of a simulated preset, over the runtime newRuntime makes for
+// them, until the test ends.
+func startNode(t *testing.T, preset string, gpus int, newRuntime func(devs []gpu.Device) isolation.Runtime, log *slog.Logger) (*workload.Manager, []gpu.Device, *recorder) {
 	t.Helper()
 	p, err := sim.PresetByName(preset)
 	require.NoError(t, err)
@@ -32,6 +33,7 @@ func startNode(t *testing.T, preset string, gpus int, rt isolation.Runtime, log 
 	require.NoError(t, err)
 	gm, err := gpu.New(context.Background(), rig)
 	require.NoError(t, err)
+	rt := newRuntime(gm.Devices())
 	adapter, err := training.NewAdapter(gm.Devices(), training.WithPollInterval(50*time.Millisecond), training.WithLogger(log))
 	require.NoError(t, err)
 	m, err := workload.New(gm, rt, workload.WithAttemptHook(adapter), workload.WithExitReporter(adapter),
@@ -63,10 +65,7 @@ func startNode(t *testing.T, preset string, gpus int, rt isolation.Runtime, log 
 // processNode is the contract on the process runtime: the fake trainer
 // runs on the host, so the job sees host paths.
 func processNode(t *testing.T) *contractNode {
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rt.Close() })
-	m, devs, ev := startNode(t, sim.PresetA40, 2, rt, slog.New(slog.DiscardHandler))
+	m, devs, ev := startNode(t, sim.PresetA40, 2, processRuntime(t), slog.New(slog.DiscardHandler))
 	return &contractNode{m: m, devs: devs, ev: ev, tenant: "acme", image: "gpufarm.test/faketrainer", program: []string{bins.trainer},
 		checkpointDir: func(t *testing.T) (string, string) { d := ckptDir(t); return d, d }}
 }
@@ -87,10 +86,7 @@ func TestContractOnProcesses(t *testing.T) {
 // TestServerReadyOnProcesses: an inference server built by Server.Build
 // counts as ready only once its health endpoint answers.
 func TestServerReadyOnProcesses(t *testing.T) {
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = rt.Close() })
-	m, devs, ev := startNode(t, sim.PresetRTX3080Riser, 2, rt, slog.New(slog.DiscardHandler))
+	m, devs, ev := startNode(t, sim.PresetRTX3080Riser, 2, processRuntime(t), slog.New(slog.DiscardHandler))
 	s := server(training.VLLM, 2, gpu.MemoryNeed{Params: 7e9, Precision: gpu.PrecisionINT4})
 	s.Program, s.Port, s.Args = []string{bins.server}, freePort(t), []string{"--fake-load-delay=1s"}
 	plan, err := s.Build(devs)
@@ -111,6 +107,16 @@ func TestServerReadyOnProcesses(t *testing.T) {
 	require.NoError(t, m.Cancel(context.Background(), "chat-1"))
 	ended := ev.wait(t, 30*time.Second, eventIs("chat-1", workload.EventCancelled))
 	assert.True(t, strings.HasPrefix(ended.Note, "stopped"), ended.Note)
+}
+
+// processRuntime makes a process runtime, closed when the test ends.
+func processRuntime(t *testing.T) func([]gpu.Device) isolation.Runtime {
+	return func([]gpu.Device) isolation.Runtime {
+		rt, err := process.New(process.WithLogDir(t.TempDir()))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		return rt
+	}
 }
 
 func freePort(t *testing.T) int {
