@@ -14,35 +14,28 @@ import (
 var (
 	// ErrInvalid: the job or server is malformed; the message names every
 	// field and number that is wrong.
-	ErrInvalid error = &category{"invalid training request", workload.ErrInvalid}
+	ErrInvalid error = &trainingError{msg: "invalid training request", errs: []error{workload.ErrInvalid}}
 	// ErrUnfit: the request is well formed but the GPUs cannot serve it: the
 	// model does not fit their memory, or their links are too slow for
 	// data-parallel training. The message gives the numbers.
-	ErrUnfit error = &category{"training request does not fit the GPUs", workload.ErrUnplaceable}
+	ErrUnfit error = &trainingError{msg: "training request does not fit the GPUs", errs: []error{workload.ErrUnplaceable}}
 )
 
-// category is an error category that prints its own words and also
-// matches (unwraps to) the workload category of the same meaning.
-type category struct {
-	text string
-	kind error
+// trainingError prints its own message and matches, with errors.Is, every
+// error it was made of: its category and what the message wraps.
+type trainingError struct {
+	msg  string
+	errs []error
 }
 
-func (c *category) Error() string { return c.text }
-func (c *category) Unwrap() error { return c.kind }
+func (e *trainingError) Error() string   { return e.msg }
+func (e *trainingError) Unwrap() []error { return e.errs }
 
-// classified is one error of a category: its message is its own, and
-// errors.Is finds both the category and whatever the message wraps.
-type classified struct {
-	cat error
-	err error
-}
-
-func (e *classified) Error() string   { return e.err.Error() }
-func (e *classified) Unwrap() []error { return []error{e.cat, e.err} }
-
+// errorf makes an error of category cat; %w in format wraps as with
+// fmt.Errorf.
 func errorf(cat error, format string, args ...any) error {
-	return &classified{cat: cat, err: fmt.Errorf(format, args...)}
+	err := fmt.Errorf(format, args...)
+	return &trainingError{msg: err.Error(), errs: []error{cat, err}}
 }
 
 // problems collects what is wrong with a request, to report it all at once.
@@ -59,6 +52,17 @@ func (p *problems) unfit(format string, args ...any) {
 	p.unfits = append(p.unfits, fmt.Sprintf(format, args...))
 }
 
+// gpus checks a request of count GPUs or of the uuids; what names the
+// workload ("a training job", "a server").
+func (p *problems) gpus(count int, uuids []string, what string) {
+	switch {
+	case len(uuids) > 0 && count != 0 && count != len(uuids):
+		p.bad("GPUs %d does not match the %d UUIDs", count, len(uuids))
+	case len(uuids) == 0 && count <= 0:
+		p.bad("GPUs %d: %s needs at least one GPU", count, what)
+	}
+}
+
 // err returns nil, or one error naming every problem: ErrInvalid when any
 // input is malformed, ErrUnfit when it is only the GPUs that cannot serve.
 func (p *problems) err(what string) error {
@@ -73,14 +77,5 @@ func (p *problems) err(what string) error {
 	if len(p.invalid) > 0 || len(p.wrapped) > 0 {
 		cat = ErrInvalid
 	}
-	return &classified{cat: cat, err: &joined{msg: what + ": " + strings.Join(all, "; "), errs: p.wrapped}}
+	return &trainingError{msg: what + ": " + strings.Join(all, "; "), errs: append([]error{cat}, p.wrapped...)}
 }
-
-// joined is a message with the errors it was made of, for errors.Is.
-type joined struct {
-	msg  string
-	errs []error
-}
-
-func (j *joined) Error() string   { return j.msg }
-func (j *joined) Unwrap() []error { return j.errs }

@@ -258,12 +258,7 @@ func (j Job) validate(p *problems) {
 	if len(j.Script) == 0 || j.Script[0] == "" {
 		p.bad("Script: empty: give the training program and its arguments, e.g. {\"train.py\", \"--epochs\", \"3\"}")
 	}
-	switch {
-	case len(j.UUIDs) > 0 && j.GPUs != 0 && j.GPUs != len(j.UUIDs):
-		p.bad("GPUs %d does not match the %d UUIDs", j.GPUs, len(j.UUIDs))
-	case len(j.UUIDs) == 0 && j.GPUs <= 0:
-		p.bad("GPUs %d: a training job needs at least one GPU", j.GPUs)
-	}
+	p.gpus(j.GPUs, j.UUIDs, "a training job")
 	n := j.Nodes
 	switch {
 	case n.Count < 0:

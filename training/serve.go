@@ -118,12 +118,7 @@ func (s Server) validate(p *problems) {
 	if s.Model == "" {
 		p.bad("Model: empty: give a path in the container or a hub ID")
 	}
-	switch {
-	case len(s.UUIDs) > 0 && s.GPUs != 0 && s.GPUs != len(s.UUIDs):
-		p.bad("GPUs %d does not match the %d UUIDs", s.GPUs, len(s.UUIDs))
-	case len(s.UUIDs) == 0 && s.GPUs <= 0:
-		p.bad("GPUs %d: a server needs at least one GPU", s.GPUs)
-	}
+	p.gpus(s.GPUs, s.UUIDs, "a server")
 	if s.Port < 0 || s.Port > 65535 {
 		p.bad("Port %d: want 1 to 65535, or 0 for %d", s.Port, DefaultServerPort)
 	}
