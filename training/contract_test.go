@@ -257,10 +257,10 @@ func testSignalIgnored(t *testing.T, n *contractNode) {
 // testPartialIgnored: a trainer that dies while it saves leaves a partial
 // checkpoint; the note names it and the resume skips it.
 func testPartialIgnored(t *testing.T, n *contractNode) {
-	j, dir := n.job(t, "crashy", 10*time.Second, "-steps", "100000", "-step-interval", "20ms", "-checkpoint-every", "50", "-partial-on-signal")
+	j, dir := n.job(t, "crashy", 10*time.Second, "-steps", "100000", "-step-interval", "30ms", "-checkpoint-every", "50", "-partial-on-signal")
 	n.submit(t, j)
 	n.waitFor(t, "crashy", 1, workload.StateRunning)
-	n.waitStep(t, "crashy", 60) // past the save of step 50, well before the one of step 100
+	n.waitStep(t, "crashy", 60) // past the save of step 50, 1.2 s before the one of step 100
 	ev := n.preempt(t, "crashy")
 	t.Logf("preempted: %s; exit %+v", ev.Note, *ev.Exit)
 	complete, partial := newestOnDisk(t, dir)
