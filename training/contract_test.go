@@ -221,7 +221,10 @@ func testResumeFromGrace(t *testing.T, n *contractNode) {
 	assert.Greater(t, p2.Step, step, "attempt 2 continues after the saved step")
 	w = n.waitFor(t, "resume", 2, workload.StateExited)
 	assert.Equal(t, 0, w.Exit.Code)
-	assert.Contains(t, n.logsOf(t, "resume"), "resumed from step="+strconv.Itoa(step))
+	// The manager keeps an ended container's output a moment after it
+	// records the end.
+	require.Eventually(t, func() bool { return strings.Contains(n.logsOf(t, "resume"), "resumed from step="+strconv.Itoa(step)) },
+		10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, "success: last checkpoint at step 400 (checkpoint-400)", w.ExitNote)
 	// On disk, one continuous run: the final state's history has every
 	// logging step once, across the preemption.
