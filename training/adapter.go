@@ -287,6 +287,9 @@ func (a *Adapter) ExitReport(ctx context.Context, w workload.Workload, exit *iso
 // stopTime is when the manager decided to stop w's attempt, and whether
 // it had to be estimated because the event was not seen.
 func (a *Adapter) stopTime(ctx context.Context, w workload.Workload, exit *isolation.ExitStatus) (time.Time, bool) {
+	if !w.StopAskedAt.IsZero() {
+		return w.StopAskedAt, false // the record says when the grace began
+	}
 	a.waitSeen(ctx, w.Seq)
 	a.mu.Lock()
 	s, ok := a.stops[w.Spec.ID]
@@ -519,6 +522,15 @@ func (a *Adapter) reportProgress(ctx context.Context, m Manager, w workload.Work
 	}
 	got = t.tracker.Observe(got, a.clock.Now())
 	wp := workload.Progress{Step: got.Step, Total: got.Total, Loss: got.Loss, HasLoss: got.HasLoss, Epoch: got.Epoch, Message: got.Summary()}
+	switch {
+	case got.SamplesPerSecond > 0:
+		wp.Throughput, wp.ThroughputUnit = got.SamplesPerSecond, "samples"
+	case got.StepsPerSecond > 0:
+		wp.Throughput, wp.ThroughputUnit = got.StepsPerSecond, "steps"
+	}
+	if got.HasETA {
+		wp.ETA = got.ETA
+	}
 	same := t.reported && t.last.Step == wp.Step && t.last.Loss == wp.Loss && t.last.Epoch == wp.Epoch
 	a.mu.Unlock()
 	if same {

@@ -299,7 +299,7 @@ func TestRunReportsProgressAndReadiness(t *testing.T) {
 	require.NoError(t, err)
 	runAdapter(t, a, m)
 	require.Eventually(t, func() bool { return len(m.progressOf(w.Spec.ID)) == 1 }, 5*time.Second, 5*time.Millisecond)
-	assert.Equal(t, workload.Progress{Step: 100, Total: 1000, Loss: 2.1, HasLoss: true, Epoch: 0.1, Message: "2 steps/s, ETA 7m30s"}, m.progressOf(w.Spec.ID)[0])
+	assert.Equal(t, workload.Progress{Step: 100, Total: 1000, Loss: 2.1, HasLoss: true, Epoch: 0.1, Throughput: 2, ThroughputUnit: "steps", ETA: 7*time.Minute + 30*time.Second, Message: "2 steps/s, ETA 7m30s"}, m.progressOf(w.Spec.ID)[0])
 	time.Sleep(100 * time.Millisecond)
 	assert.Len(t, m.progressOf(w.Spec.ID), 1, "no new report without new progress")
 	assert.Zero(t, m.ready[sw.Spec.ID], "not ready while it answers 503")
