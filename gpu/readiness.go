@@ -145,22 +145,11 @@ func LinkGBps(l Link) float64 {
 	return laneGBps[l.Gen] * float64(l.Width)
 }
 
-// Assess says what a GPU is good for. The memory fit of each kind of work is
+// Assess says what a GPU is good for. The memory fit of each kind of work
+// is the memory formula (see MemoryNeed) solved for the parameter count
+// when activations take their default share (MaxParams):
 //
 //	params = (MemoryBytes - ContextReserveBytes) * share / bytesPerParam
-//
-// where share is what is left after activations and caches:
-//
-//	inference       share 0.8 (20% for KV cache and activations),
-//	                2 bytes/param at fp16, 1 at int8, 0.5 at int4;
-//	LoRA            share 0.7, 2 bytes/param (frozen fp16 base; the adapters
-//	                and their optimizer are about 1% of the model);
-//	QLoRA           share 0.7, 0.55 bytes/param (NF4 weights plus quantisation
-//	                constants);
-//	full fine-tune  share 0.8, 16 bytes/param: fp16 weights and gradients
-//	                (2+2) and fp32 master weights, Adam momentum and variance
-//	                (4+4+4), as in the ZeRO paper, with activation
-//	                checkpointing.
 //
 // A healthy GPU goes to training when it has tensor cores, at least
 // TrainingMinMemoryBytes and a host link of at least TrainingMinLinkGBps; to
@@ -188,17 +177,13 @@ func Assess(d Device, h Health) Readiness {
 		r.LoadSecondsFull = float64(d.MemoryBytes) / (r.HostLinkGBps * 1e9)
 	}
 
-	usable := float64(0)
-	if d.MemoryBytes > ContextReserveBytes {
-		usable = float64(d.MemoryBytes - ContextReserveBytes)
-	}
 	r.Fit = Fit{
-		InferenceFP16Params: usable * 0.8 / 2,
-		InferenceINT8Params: usable * 0.8 / 1,
-		InferenceINT4Params: usable * 0.8 / 0.5,
-		LoRAParams:          usable * 0.7 / 2,
-		QLoRAParams:         usable * 0.7 / 0.55,
-		FullFineTuneParams:  usable * 0.8 / 16,
+		InferenceFP16Params: MaxParams(d.MemoryBytes, MethodInference, PrecisionFP16),
+		InferenceINT8Params: MaxParams(d.MemoryBytes, MethodInference, PrecisionINT8),
+		InferenceINT4Params: MaxParams(d.MemoryBytes, MethodInference, PrecisionINT4),
+		LoRAParams:          MaxParams(d.MemoryBytes, MethodLoRA, PrecisionFP16),
+		QLoRAParams:         MaxParams(d.MemoryBytes, MethodQLoRA, PrecisionINT4),
+		FullFineTuneParams:  MaxParams(d.MemoryBytes, MethodFullFineTune, PrecisionFP16),
 	}
 
 	flag := func(f Flag, format string, args ...any) {
@@ -412,4 +397,284 @@ func (m *Manager) HostReadiness() ([]Readiness, HostReadiness) {
 		rs[i] = Assess(d, hs[i])
 	}
 	return rs, AssessHost(rs, devs)
+}
+
+// Method is how a model uses a GPU, for the memory formula (MemoryNeed).
+type Method int
+
+const (
+	MethodInference    Method = iota + 1 // serving: the weights and a KV cache
+	MethodLoRA                           // the base frozen at its precision, small adapters trained
+	MethodQLoRA                          // the base frozen in 4 bits (NF4), small adapters trained
+	MethodFullFineTune                   // every weight trained, mixed precision with Adam
+)
+
+func (m Method) String() string {
+	switch m {
+	case MethodInference:
+		return "inference"
+	case MethodLoRA:
+		return "LoRA"
+	case MethodQLoRA:
+		return "QLoRA"
+	case MethodFullFineTune:
+		return "full fine-tune"
+	}
+	return "Method(" + itoa(int(m)) + ")"
+}
+
+// Precision is the number format of a model's weights. The zero value is
+// half precision, what models are shipped in.
+type Precision int
+
+const (
+	PrecisionFP16 Precision = iota // fp16 or bf16: 2 bytes a weight
+	PrecisionFP32                  // 4 bytes
+	PrecisionINT8                  // int8 or fp8: 1 byte
+	PrecisionINT4                  // 4-bit (GPTQ, AWQ, NF4): half a byte
+)
+
+func (p Precision) String() string {
+	switch p {
+	case PrecisionFP16:
+		return "fp16"
+	case PrecisionFP32:
+		return "fp32"
+	case PrecisionINT8:
+		return "int8"
+	case PrecisionINT4:
+		return "int4"
+	}
+	return "Precision(" + itoa(int(p)) + ")"
+}
+
+func (p Precision) bytes() float64 {
+	switch p {
+	case PrecisionFP32:
+		return 4
+	case PrecisionINT8:
+		return 1
+	case PrecisionINT4:
+		return 0.5
+	}
+	return 2
+}
+
+// bytesPerParam is what the model state takes per parameter: the weights
+// at their precision for inference and LoRA (the adapters and their
+// optimizer are about 1% of the model); NF4 weights plus quantisation
+// constants for QLoRA; for a full fine-tune fp16 weights and gradients
+// (2+2) and fp32 master weights, Adam momentum and variance (4+4+4), as in
+// the ZeRO paper.
+func bytesPerParam(m Method, p Precision) float64 {
+	switch m {
+	case MethodQLoRA:
+		return 0.55
+	case MethodFullFineTune:
+		return 16
+	}
+	return p.bytes()
+}
+
+// share is the part of the memory after the context reserve that the
+// model state takes when activations are not worked out: 20% is left for
+// the KV cache and activations of inference and of a full fine-tune with
+// activation checkpointing, 30% for LoRA and QLoRA.
+func share(m Method) float64 {
+	if m == MethodLoRA || m == MethodQLoRA {
+		return 0.7
+	}
+	return 0.8
+}
+
+// MaxParams is the largest model, in parameters, that one GPU of
+// memoryBytes holds for method at precision, activations taking their
+// default share: the memory formula of MemoryNeed solved for Params.
+// Assess's Fit is this for each kind of work.
+func MaxParams(memoryBytes uint64, m Method, p Precision) float64 {
+	if memoryBytes <= ContextReserveBytes {
+		return 0
+	}
+	return float64(memoryBytes-ContextReserveBytes) * share(m) / bytesPerParam(m, p)
+}
+
+// Defaults of the model shape in MemoryNeed.
+const (
+	// DefaultVocab is the vocabulary assumed for training logits (Llama 2's).
+	DefaultVocab = 32000
+	// paramsPerLayerCubed: decoder LLMs have P ≈ 12·L·h² with h ≈ 128·L
+	// (7B: 32 layers of 4096; 13B: 40 of 5120), so P ≈ 196,608·L³.
+	paramsPerLayerCubed = 12 * 128 * 128
+)
+
+// MemoryNeed describes a model and how it runs, for the one memory
+// formula of the SDK: readiness uses it for what fits a GPU (MaxParams,
+// Assess), the training package for the GPU request of a job and the
+// context length of an inference server.
+//
+// The memory one GPU needs is
+//
+//	PerGPUBytes = ContextReserveBytes + state + activations
+//	state       = Params * bytesPerParam / Shards
+//
+// with bytesPerParam 2 at fp16 (4 fp32, 1 int8, 0.5 int4) for inference
+// and LoRA (the frozen base; adapters and their optimizer are about 1%),
+// 0.55 for QLoRA (NF4 weights and quantisation constants), and 16 for a
+// full fine-tune (fp16 weights and gradients, fp32 master weights and
+// Adam's two moments, as in the ZeRO paper). When SeqLen or Batch is 0,
+// activations take the default share, as readiness assumes:
+//
+//	activations = state * (1/share - 1)     share 0.8, or 0.7 for (Q)LoRA
+//
+// otherwise, with s = SeqLen, b = Batch, L layers of width h and a
+// vocabulary of V,
+//
+//	inference   (4*L*h*s*b + 34*s*b*h) / Shards
+//	            an fp16 KV cache of every layer (2 tensors of 2 bytes)
+//	            and one layer's working activations;
+//	training    s*b*h*(2*L + 34) + 8*s*b*V
+//	            activation checkpointing keeps each layer's fp16 input
+//	            (2 bytes), one layer is recomputed at a time (34 bytes per
+//	            token and width, Korthikanti et al. 2022, with flash
+//	            attention), and the logits and their gradient in fp32.
+//
+// Grouped-query attention shrinks the real KV cache below this estimate
+// (8 times for Llama 2 70B): the formula errs on the safe side.
+type MemoryNeed struct {
+	// Params is the parameter count, e.g. 7e9.
+	Params    float64
+	Method    Method
+	Precision Precision
+	// SeqLen is the tokens of one sequence and Batch the sequences each
+	// GPU holds at once (micro-batch). When either is 0, activations take
+	// the default share.
+	SeqLen int
+	Batch  int
+	// Layers and Hidden are the model's shape; when 0 they are derived
+	// from Params as decoder LLMs are built (P ≈ 12·L·h², h ≈ 128·L).
+	Layers int
+	Hidden int
+	// Vocab is the vocabulary for the training logits; DefaultVocab when 0.
+	Vocab int
+	// Shards splits the model over GPUs: tensor parallelism for inference
+	// (weights and KV cache split), fully sharded data parallelism
+	// (ZeRO-3, FSDP) for training (weights, gradients and optimizer state
+	// split; each GPU keeps its own activations). 0 or 1: each GPU holds
+	// the whole model.
+	Shards int
+}
+
+// MemoryEstimate is what one GPU needs for a MemoryNeed, by part.
+type MemoryEstimate struct {
+	PerGPUBytes     uint64 // the sum of the parts
+	ReserveBytes    uint64 // CUDA context, allocator, fragmentation
+	StateBytes      uint64 // weights and, in training, gradients and optimizer state
+	ActivationBytes uint64 // activations, logits and KV cache
+	// Layers and Hidden are the shape the activations were worked out for.
+	Layers, Hidden int
+}
+
+// Validate reports every bad field at once, in an error wrapping ErrInvalid.
+func (n MemoryNeed) Validate() error {
+	var probs []string
+	if !(n.Params > 0) || math.IsInf(n.Params, 0) {
+		probs = append(probs, fmt.Sprintf("Params %v: want a parameter count, e.g. 7e9", n.Params))
+	}
+	if n.Method < MethodInference || n.Method > MethodFullFineTune {
+		probs = append(probs, fmt.Sprintf("Method %d: want MethodInference, MethodLoRA, MethodQLoRA or MethodFullFineTune", int(n.Method)))
+	}
+	if n.Precision < PrecisionFP16 || n.Precision > PrecisionINT4 {
+		probs = append(probs, fmt.Sprintf("Precision %d: want PrecisionFP16, PrecisionFP32, PrecisionINT8 or PrecisionINT4", int(n.Precision)))
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"SeqLen", n.SeqLen}, {"Batch", n.Batch}, {"Layers", n.Layers}, {"Hidden", n.Hidden}, {"Vocab", n.Vocab}, {"Shards", n.Shards}} {
+		if f.v < 0 {
+			probs = append(probs, fmt.Sprintf("%s %d: want 0 (the default) or more", f.name, f.v))
+		}
+	}
+	if len(probs) == 0 {
+		return nil
+	}
+	msg := "memory need: " + probs[0]
+	for _, p := range probs[1:] {
+		msg += "; " + p
+	}
+	return fmt.Errorf("%w: %s", ErrInvalid, msg)
+}
+
+// shape returns the layers and width, derived from Params where not given.
+func (n MemoryNeed) shape() (layers, hidden int) {
+	layers, hidden = n.Layers, n.Hidden
+	switch {
+	case layers == 0 && hidden == 0:
+		layers = int(math.Round(math.Cbrt(n.Params / paramsPerLayerCubed)))
+		layers = max(layers, 1)
+		hidden = 128 * layers
+	case hidden == 0:
+		hidden = max(int(math.Round(math.Sqrt(n.Params/(12*float64(layers))))), 1)
+	case layers == 0:
+		layers = max(int(math.Round(n.Params/(12*float64(hidden)*float64(hidden)))), 1)
+	}
+	return layers, hidden
+}
+
+func (n MemoryNeed) shards() float64 { return float64(max(n.Shards, 1)) }
+
+// state is the model state on one GPU, in bytes.
+func (n MemoryNeed) state() float64 {
+	return n.Params * bytesPerParam(n.Method, n.Precision) / n.shards()
+}
+
+// perToken is the activation bytes one more token of sequence adds on one
+// GPU at the need's batch (at least 1).
+func (n MemoryNeed) perToken(layers, hidden int) float64 {
+	b, L, h := float64(max(n.Batch, 1)), float64(layers), float64(hidden)
+	if n.Method == MethodInference {
+		return (4*L*h + 34*h) * b / n.shards()
+	}
+	v := float64(n.Vocab)
+	if v == 0 {
+		v = DefaultVocab
+	}
+	return (h*(2*L+34) + 8*v) * b
+}
+
+// Estimate works out what one GPU needs, by the formula in MemoryNeed's
+// documentation.
+func (n MemoryNeed) Estimate() (MemoryEstimate, error) {
+	if err := n.Validate(); err != nil {
+		return MemoryEstimate{}, err
+	}
+	layers, hidden := n.shape()
+	state := n.state()
+	var act float64
+	if n.SeqLen == 0 || n.Batch == 0 {
+		act = state * (1/share(n.Method) - 1)
+	} else {
+		act = float64(n.SeqLen) * n.perToken(layers, hidden)
+	}
+	e := MemoryEstimate{
+		ReserveBytes: ContextReserveBytes, StateBytes: uint64(math.Ceil(state)),
+		ActivationBytes: uint64(math.Ceil(act)), Layers: layers, Hidden: hidden,
+	}
+	e.PerGPUBytes = e.ReserveBytes + e.StateBytes + e.ActivationBytes
+	return e, nil
+}
+
+// MaxSeqLen is the longest SeqLen at the need's Batch (at least 1) whose
+// estimate fits in memoryBytes, or 0 when not even the model state fits:
+// the same formula solved for SeqLen. An inference server's maximum
+// context length is this for the memory it may use.
+func (n MemoryNeed) MaxSeqLen(memoryBytes uint64) (int, error) {
+	if err := n.Validate(); err != nil {
+		return 0, err
+	}
+	layers, hidden := n.shape()
+	left := float64(memoryBytes) - ContextReserveBytes - math.Ceil(n.state())
+	if left <= 0 {
+		return 0, nil
+	}
+	return int(left / n.perToken(layers, hidden)), nil
 }

@@ -271,3 +271,101 @@ func TestNormalizePCIBusID(t *testing.T) {
 		assert.ErrorIs(t, err, gpu.ErrInvalid, "%q", bad)
 	}
 }
+
+// TestMemoryNeedIsReadinessFormula: readiness's fit and the memory need are
+// one formula: the largest model readiness admits needs exactly the card.
+func TestMemoryNeedIsReadinessFormula(t *testing.T) {
+	for _, mem := range []uint64{10 << 30, 24 << 30, 48 << 30, 80 << 30} {
+		for _, c := range []struct {
+			m gpu.Method
+			p gpu.Precision
+		}{
+			{gpu.MethodInference, gpu.PrecisionFP16}, {gpu.MethodInference, gpu.PrecisionINT4},
+			{gpu.MethodLoRA, gpu.PrecisionFP16}, {gpu.MethodQLoRA, gpu.PrecisionINT4}, {gpu.MethodFullFineTune, gpu.PrecisionFP16},
+		} {
+			p := gpu.MaxParams(mem, c.m, c.p)
+			e, err := gpu.MemoryNeed{Params: p, Method: c.m, Precision: c.p}.Estimate()
+			require.NoError(t, err)
+			assert.InDelta(t, float64(mem), float64(e.PerGPUBytes), 2, "%s %s on %d GiB", c.m, c.p, mem>>30)
+		}
+	}
+	r := gpu.Assess(gpu.Device{MemoryBytes: 24 << 30, ComputeCapability: gpu.ComputeCapability{8, 6}}, healthy)
+	assert.Equal(t, gpu.MaxParams(24<<30, gpu.MethodQLoRA, gpu.PrecisionINT4), r.Fit.QLoRAParams)
+}
+
+// TestMemoryEstimates checks the formula against what practitioners
+// report for Llama-class models.
+func TestMemoryEstimates(t *testing.T) {
+	const gb = 1e9
+	tests := []struct {
+		name           string
+		need           gpu.MemoryNeed
+		layers, hidden int
+		state, act     float64 // bytes
+	}{
+		// 7B in fp16: 14 GB of weights; an fp16 KV cache of 4096 tokens
+		// is about 2 GB (Llama 2 7B: 2.1 GB).
+		{"7B inference 4k", gpu.MemoryNeed{Params: 7e9, Method: gpu.MethodInference, SeqLen: 4096, Batch: 1}, 33, 4224,
+			14 * gb, 4*33*4224*4096 + 34*4096*4224},
+		// Split over 2 GPUs by tensor parallelism: half of each.
+		{"7B inference 4k TP2", gpu.MemoryNeed{Params: 7e9, Method: gpu.MethodInference, SeqLen: 4096, Batch: 1, Shards: 2}, 33, 4224,
+			7 * gb, (4*33*4224*4096 + 34*4096*4224) / 2},
+		// Full fine-tune with Adam: 16 bytes a parameter, 112 GB for 7B.
+		{"7B full fine-tune default share", gpu.MemoryNeed{Params: 7e9, Method: gpu.MethodFullFineTune}, 33, 4224, 112 * gb, 28 * gb},
+		// ZeRO-3 over 8 GPUs: 14 GB of state each.
+		{"7B full fine-tune ZeRO-3 x8", gpu.MemoryNeed{Params: 7e9, Method: gpu.MethodFullFineTune, Shards: 8, SeqLen: 2048, Batch: 1}, 33, 4224,
+			14 * gb, 2048 * (4224*(2*33+34) + 8*32000)},
+		{"13B QLoRA given shape", gpu.MemoryNeed{Params: 13e9, Method: gpu.MethodQLoRA, Precision: gpu.PrecisionINT4, SeqLen: 1024, Batch: 2, Layers: 40, Hidden: 5120, Vocab: 32000}, 40, 5120,
+			13e9 * 0.55, 1024 * 2 * (5120*(2*40+34) + 8*32000)},
+		{"70B int4 inference", gpu.MemoryNeed{Params: 70e9, Method: gpu.MethodInference, Precision: gpu.PrecisionINT4}, 71, 9088, 35 * gb, 35 * gb / 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := tt.need.Estimate()
+			require.NoError(t, err)
+			assert.Equal(t, tt.layers, e.Layers)
+			assert.Equal(t, tt.hidden, e.Hidden)
+			assert.InDelta(t, tt.state, float64(e.StateBytes), 1)
+			assert.InDelta(t, tt.act, float64(e.ActivationBytes), 1)
+			assert.Equal(t, e.ReserveBytes+e.StateBytes+e.ActivationBytes, e.PerGPUBytes)
+			assert.Equal(t, uint64(gpu.ContextReserveBytes), e.ReserveBytes)
+		})
+	}
+	// A 7B LoRA at 2048 tokens and batch 4 needs about 20 GB: a 24 GB
+	// card, not a 16 GB one.
+	e, _ := gpu.MemoryNeed{Params: 7e9, Method: gpu.MethodLoRA, SeqLen: 2048, Batch: 4}.Estimate()
+	assert.Greater(t, e.PerGPUBytes, uint64(16<<30))
+	assert.Less(t, e.PerGPUBytes, uint64(24<<30))
+}
+
+// TestMaxSeqLen: the longest context that fits is the formula solved for
+// SeqLen: one token more does not fit.
+func TestMaxSeqLen(t *testing.T) {
+	need := gpu.MemoryNeed{Params: 7e9, Method: gpu.MethodInference, Batch: 1}
+	budget := uint64(24<<30) * 9 / 10 // vLLM's default share of an RTX 3090
+	n, err := need.MaxSeqLen(budget)
+	require.NoError(t, err)
+	assert.Greater(t, n, 8192, "a 7B model in fp16 on a 24 GiB card serves long contexts")
+	need.SeqLen = n
+	e, _ := need.Estimate()
+	assert.LessOrEqual(t, e.PerGPUBytes, budget)
+	need.SeqLen = n + 1
+	e, _ = need.Estimate()
+	assert.Greater(t, e.PerGPUBytes, budget)
+
+	n, err = gpu.MemoryNeed{Params: 13e9, Method: gpu.MethodInference}.MaxSeqLen(10 << 30)
+	require.NoError(t, err)
+	assert.Zero(t, n, "13B in fp16 (26 GB) does not fit a 10 GiB card at all")
+}
+
+func TestMemoryNeedRejectsBadInput(t *testing.T) {
+	_, err := gpu.MemoryNeed{Params: -1, Method: 9, Precision: 7, SeqLen: -2, Shards: -1}.Estimate()
+	require.ErrorIs(t, err, gpu.ErrInvalid)
+	for _, want := range []string{"Params -1", "Method 9", "Precision 7", "SeqLen -2", "Shards -1"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	_, err = gpu.MemoryNeed{Method: gpu.MethodLoRA}.MaxSeqLen(1 << 30)
+	require.ErrorIs(t, err, gpu.ErrInvalid)
+	assert.Equal(t, "full fine-tune", gpu.MethodFullFineTune.String())
+	assert.Equal(t, "int4", gpu.PrecisionINT4.String())
+}

@@ -99,6 +99,12 @@ func (r *runner) exited(ctx context.Context, e *entry, st *isolation.ExitStatus)
 	m := r.m
 	var after chan struct{} // the launch of the workload that displaced e
 	var ref isolation.Ref
+	// The output is kept before the end is recorded, so whoever hears of
+	// the end finds it with Logs; miners' is not kept.
+	m.mu.Lock()
+	ref0 := e.w.Container
+	m.mu.Unlock()
+	r.keepLog(ctx, e, ref0)
 	note := ""
 	if m.o.exitReporter != nil {
 		m.mu.Lock()
@@ -149,7 +155,7 @@ func (r *runner) exited(ctx context.Context, e *entry, st *isolation.ExitStatus)
 		return // Run is ending: the next Run finds the container ended and records it
 	}
 	// The workload that displaced e starts first; e's container is deleted
-	// after, off the handover's critical path, and its output kept first.
+	// after, off the handover's critical path.
 	r.spawn(ctx, func(ctx context.Context) {
 		if after != nil {
 			select {
@@ -157,7 +163,6 @@ func (r *runner) exited(ctx context.Context, e *entry, st *isolation.ExitStatus)
 			case <-ctx.Done():
 			}
 		}
-		r.keepLog(ctx, e, ref)
 		r.deleteContainer(ctx, ref)
 	})
 }

@@ -54,10 +54,12 @@ func TestAllocationsFollowHandovers(t *testing.T) {
 // preempted job's container ended goes on its record and on the preempted
 // event.
 func TestExitReporterNotesPreemption(t *testing.T) {
+	var stopAsked time.Time
 	reporter := workload.ExitReporterFunc(func(ctx context.Context, w workload.Workload, exit *isolation.ExitStatus) string {
 		if w.Spec.Kind == workload.KindMining {
 			return ""
 		}
+		stopAsked = w.StopAskedAt
 		dir := w.Spec.Command[2] // the fake trainer's -checkpoint-dir
 		m, _ := filepath.Glob(filepath.Join(dir, "checkpoint-*"))
 		if len(m) == 0 {
@@ -85,6 +87,7 @@ func TestExitReporterNotesPreemption(t *testing.T) {
 	w, err := n.m.Get("low")
 	require.NoError(t, err)
 	assert.Contains(t, w.ExitNote, "checkpoint saved at checkpoint-")
+	assert.Equal(t, start, stopAsked, "the reporter knows when the grace began (the manager's clock)")
 }
 
 // TestMarkReady: a running workload becomes ready when its launcher says

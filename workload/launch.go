@@ -133,7 +133,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	m.mu.Unlock()
 	err = r.commit(ctx, e, func() (change, bool) {
 		return change{to: StateRunning, edit: func(w *Workload) {
-			w.StartedAt, w.Exit, w.Retries, w.Ready = m.clock.Now(), nil, 0, false
+			w.StartedAt, w.Exit, w.Retries, w.Ready, w.StopAskedAt = m.clock.Now(), nil, 0, false, time.Time{}
 		}, ev: ev}, true
 	}, func() {
 		e.pids, e.abort, e.awaiting = pids, nil, true

@@ -111,12 +111,12 @@ type slot struct {
 	// handover found a process left on it, or the runtime could not
 	// confirm that the container on it ended.
 	quarantine string
-	cordon     string // why an operator took it out of service
-	drain      bool   // its work is being moved off
-	hung       string // why it is taken for hung: a call did not return in time
-	probing    bool   // a probe of a hung GPU is under way
-	model      string // normalised model name, for GPURequest.Models
-	link       gpu.Link // the link readiness judges by (gpu.Readiness.Link)
+	cordon     string       // why an operator took it out of service
+	drain      bool         // its work is being moved off
+	hung       string       // why it is taken for hung: a call did not return in time
+	probing    bool         // a probe of a hung GPU is under way
+	model      string       // normalised model name, for GPURequest.Models
+	link       gpu.Link     // the link readiness judges by (gpu.Readiness.Link)
 	use        gpu.Use      // what readiness admits, health aside
 	useWhy     string       // readiness's flags, for refusals
 	holds      []Allocation // the newest holds, oldest first

@@ -36,6 +36,10 @@ type Workload struct {
 	Outcome State
 	// Progress is the last progress the workload reported.
 	Progress *Progress
+	// StopAskedAt is when the running attempt was first asked to stop
+	// (preempted, cancelled, drained, or its GPU failed): the start of its
+	// stop grace. Zero while nobody asked.
+	StopAskedAt time.Time
 	// Ready is set by MarkReady once the running attempt answers (an
 	// inference server's health endpoint); each new attempt starts unready.
 	Ready bool
@@ -119,6 +123,12 @@ type Progress struct {
 	Loss    float64 // valid when HasLoss
 	HasLoss bool
 	Epoch   float64
+	// Throughput is work per second in ThroughputUnit ("samples",
+	// "tokens", "it"); 0 when unknown.
+	Throughput     float64
+	ThroughputUnit string
+	// ETA is the time the workload says it has left; 0 when unknown.
+	ETA     time.Duration
 	Message string
 }
 

@@ -91,6 +91,9 @@ func (m *Manager) apply(ctx context.Context, e *entry, c change) error {
 	if c.to.Final() && next.EndedAt.IsZero() {
 		next.EndedAt = now
 	}
+	if from == StateRunning && (c.to == StatePreempting || c.to == StateStopping) {
+		next.StopAskedAt = now // the grace starts; a later change of mind keeps it
+	}
 	var ev *Event
 	if c.ev.Type != "" {
 		x := c.ev

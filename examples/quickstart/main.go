@@ -28,6 +28,7 @@ import (
 	"github.com/gpufarm/gpufarm/isolation/process"
 	"github.com/gpufarm/gpufarm/mining"
 	"github.com/gpufarm/gpufarm/workload"
+	"github.com/gpufarm/gpufarm/workload/accounting"
 )
 
 func main() {
@@ -117,7 +118,17 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 		return err
 	}
 	defer m.Close()
-	d := &demo{w: w, m: m, filler: filler, gpus: gpus, env: env, tm: tm, t0: time.Now(), stepsPerEpoch: 100}
+	// Every joule to a workload or to idle: the meter reads the samples,
+	// the manager's allocation timeline says who held each GPU.
+	ledger := accounting.NewMemoryLedger()
+	meter, err := accounting.New(ctx, gpus, m, ledger, accounting.WithTariff(accounting.Flat(0.20)),
+		accounting.WithMiningRevenue(accounting.MiningRevenueFunc(func(_ context.Context, _, _ string, from, to time.Time) (float64, error) {
+			return 0.085 * to.Sub(from).Hours(), nil // a stand-in until mining's coin economics feed it
+		})))
+	if err != nil {
+		return err
+	}
+	d := &demo{w: w, m: m, filler: filler, meter: meter, ledger: ledger, gpus: gpus, env: env, tm: tm, t0: time.Now(), stepsPerEpoch: 100}
 	return d.play(ctx)
 }
 
@@ -125,6 +136,8 @@ type demo struct {
 	w             io.Writer
 	m             *workload.Manager
 	filler        *mining.Filler
+	meter         *accounting.Meter
+	ledger        accounting.Ledger
 	gpus          *gpu.Manager
 	env           *env
 	tm            timings
@@ -146,6 +159,9 @@ func (d *demo) play(ctx context.Context) error {
 	go func() { runErr = d.m.Run(runCtx); close(runDone) }()
 	fillerDone := make(chan struct{})
 	go func() { _ = d.filler.Run(runCtx, d.m); close(fillerDone) }()
+	meterCtx, stopMeter := context.WithCancel(ctx)
+	meterDone := make(chan struct{})
+	go func() { defer close(meterDone); _ = d.meter.Run(meterCtx, 250*time.Millisecond) }()
 	printCtx, stopPrint := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -157,6 +173,8 @@ func (d *demo) play(ctx context.Context) error {
 	stopRun()
 	<-runDone
 	<-fillerDone
+	stopMeter()
+	<-meterDone // Run records everything it metered when it ends
 	if runErr != nil && !errors.Is(runErr, context.Canceled) && storyErr == nil {
 		storyErr = fmt.Errorf("manager: %w", runErr)
 	}
@@ -304,6 +322,21 @@ func (d *demo) summary(rep workload.CurtailReport, ft workload.Workload) {
 	fmt.Fprintf(d.w, "  resume: %s\n", d.resumed)
 	fmt.Fprintf(d.w, "  power cap: %.0f W asked, %.0f W -> %.0f W in %v, met=%v\n", rep.TargetW, rep.StartW, rep.FinalW, rep.Took.Round(time.Millisecond), rep.Met)
 	fmt.Fprintf(d.w, "  finetune: %s after %d attempts, %d preemption(s)\n", ft.State, ft.Attempt, ft.Preemptions)
+	fmt.Fprintln(d.w, "  accounting (power at 0.20/kWh; mining at a flat 0.085 per GPU-hour):")
+	for _, by := range []accounting.GroupBy{accounting.ByKind, accounting.ByWorkload} {
+		rows, err := accounting.Summarize(d.ledger.Query(context.Background(), accounting.Query{}), by)
+		if err != nil {
+			fmt.Fprintf(d.w, "    %v\n", err)
+			return
+		}
+		for _, r := range rows {
+			if by == accounting.ByWorkload && (strings.HasPrefix(r.Key, "mine-") || strings.HasPrefix(r.Key, "(")) {
+				continue // miners and idle time are in their kind's line
+			}
+			fmt.Fprintf(d.w, "    %-10s %7.1f GPU-s %8.2f kJ  cost %.6f  revenue %.6f  margin %.6f\n", r.Key, r.GPUHours*3600,
+				float64(r.EnergyMJ)/1e6, r.Cost.Float(), r.Revenue.Float(), r.Margin().Float())
+		}
+	}
 }
 
 // watch prints the manager's events worth a line and collects the summary.

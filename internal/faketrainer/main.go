@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -15,24 +17,43 @@ import (
 
 func main() {
 	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, sig, time.Now))
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	args, out := os.Args[1:], &lineWriter{w: os.Stdout}
+	if len(args) > 0 && launchers[args[0]] != nil {
+		script, err := launch(args, out, os.Getenv, visibleGPUs("/dev"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "faketrainer:", err)
+			os.Exit(1)
+		}
+		args = script
+	}
+	os.Exit(run(args, os.Stdout, os.Stderr, sig, time.Now))
 }
 
 // run parses args, trains and returns the exit code: 0 when training is
 // done or a checkpoint was saved on a signal, 1 on a runtime error (such as
-// an unwritable checkpoint dir), 2 on bad flags. sig delivers SIGTERM and
-// SIGINT.
+// an unwritable checkpoint dir, or a checkpoint to resume from that
+// cannot be read), 2 on bad flags. sig delivers SIGTERM, SIGINT and
+// SIGUSR1.
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal, now func() time.Time) int {
 	fs := flag.NewFlagSet("faketrainer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
+	fs.StringVar(&cfg.layout, "layout", layoutFile, "checkpoint layout and progress format: "+strings.Join(layouts, ", "))
+	fs.StringVar(&cfg.from.hf, "resume_from_checkpoint", "", "hf: the checkpoint-<step> folder to resume from")
+	fs.StringVar(&cfg.from.lightning, "ckpt_path", "", "lightning: the .ckpt file to resume from")
+	fs.StringVar(&cfg.from.dsDir, "load_dir", "", "deepspeed: the checkpoint folder to resume from")
+	fs.StringVar(&cfg.from.dsTag, "ckpt_id", "", "deepspeed: the tag to resume from (default: the one latest names)")
+	fs.StringVar(&cfg.from.marker, "resume", "", "marker: the step folder to resume from")
+	fs.BoolVar(&cfg.partialOnSignal, "partial-on-signal", false, "on a stop signal, write half a checkpoint and exit 1, as a job killed mid-save")
+	fs.StringVar(&cfg.metricsFile, "metrics-file", "", "also append each progress report to this file as a JSON line")
+	fs.Int("local_rank", 0, "set by the deepspeed launcher; ignored")
 	fs.StringVar(&cfg.dir, "checkpoint-dir", "/ckpt", "directory of checkpoint-<step> files; created if missing")
 	fs.IntVar(&cfg.steps, "steps", 1000, "total training steps")
 	fs.DurationVar(&cfg.stepInterval, "step-interval", 50*time.Millisecond, "wall time of one step")
 	fs.IntVar(&cfg.checkpointEvery, "checkpoint-every", 100, "save a checkpoint every N steps (0: only on SIGTERM/SIGINT and at the end)")
 	fs.DurationVar(&cfg.saveDelay, "save-delay", 0, "time one checkpoint save takes, to test grace periods")
-	ignoreTerm := fs.Bool("ignore-sigterm", false, "log and ignore SIGTERM (to test the kill at the end of a grace period); SIGINT still checkpoints")
+	ignoreTerm := fs.Bool("ignore-sigterm", false, "log and ignore SIGTERM (to test the kill at the end of a grace period); SIGINT and SIGUSR1 still checkpoint")
 	fs.IntVar(&cfg.loggingSteps, "logging-steps", 10, "print one progress dict every N steps")
 	fs.IntVar(&cfg.batchSize, "batch-size", 8, "samples per step")
 	fs.IntVar(&cfg.stepsPerEpoch, "steps-per-epoch", 100, "steps in one epoch")
@@ -56,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal, now func
 			select {
 			case s := <-sig:
 				name := "SIGINT"
+				if s == syscall.SIGUSR1 {
+					name = "SIGUSR1"
+				}
 				if s == syscall.SIGTERM {
 					name = "SIGTERM"
 					if *ignoreTerm {
@@ -112,22 +136,24 @@ func (c config) validate(extra []string) error {
 	if !(c.learningRate > 0) {
 		bad("-learning-rate must be > 0, got %g", c.learningRate)
 	}
+	if c.layout != "" && !slices.Contains(layouts, c.layout) {
+		bad("-layout %q: want one of %s", c.layout, strings.Join(layouts, ", "))
+	}
 	return errors.Join(errs...)
 }
 
-// train runs steps from the newest valid checkpoint to cfg.steps. When ctx
-// ends it saves the current step and returns nil: a checkpointed stop is a
-// clean exit.
+// train runs steps from the checkpoint to resume from to cfg.steps. When
+// ctx ends it saves the current step and returns nil: a checkpointed stop
+// is a clean exit. With partialOnSignal it writes half a checkpoint
+// instead and returns errDiedMidSave.
 func train(ctx context.Context, cfg config, out *lineWriter, now func() time.Time) error {
 	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
 		return fmt.Errorf("create checkpoint dir: %w", err)
 	}
-	ck, found, bad, err := latestCheckpoint(cfg.dir)
+	st := newStore(cfg)
+	ck, found, err := st.resume(out)
 	if err != nil {
 		return err
-	}
-	for _, b := range bad {
-		out.printf("skipping invalid checkpoint %s: %v", b.path, b.err)
 	}
 	step, lastSaved := 0, -1
 	if found {
@@ -137,12 +163,18 @@ func train(ctx context.Context, cfg config, out *lineWriter, now func() time.Tim
 	}
 	save := func(step int) (string, error) {
 		time.Sleep(cfg.saveDelay) // deliberately not interruptible: a save must finish
-		p, err := saveCheckpoint(cfg.dir, checkpoint{Step: step, Loss: roundTo(lossAt(step), 4)})
+		p, err := st.save(checkpoint{Step: step, Loss: roundTo(lossAt(step), 4)}, cfg.epochAt(step))
 		if err == nil {
 			lastSaved = step
 		}
 		return p, err
 	}
+	rep, err := newReporter(cfg, out, now, step)
+	if err != nil {
+		return err
+	}
+	defer rep.close()
+	hist, _ := st.(historian)
 
 	start := now()
 	var sumLoss, winLoss float64
@@ -152,6 +184,14 @@ func train(ctx context.Context, cfg config, out *lineWriter, now func() time.Tim
 	for step < cfg.steps {
 		select {
 		case <-ctx.Done():
+			if cfg.partialOnSignal {
+				p, err := st.savePartial(checkpoint{Step: step, Loss: roundTo(lossAt(step), 4)}, cfg.epochAt(step))
+				if err != nil {
+					return err
+				}
+				out.printf("dying mid-save at step=%d, leaving %s", step, p)
+				return errDiedMidSave
+			}
 			if lastSaved != step {
 				if _, err := save(step); err != nil {
 					return err
@@ -168,12 +208,10 @@ func train(ctx context.Context, cfg config, out *lineWriter, now func() time.Tim
 		winLoss += loss
 		winN++
 		if step%cfg.loggingSteps == 0 {
-			out.printf("%s", pyDict(
-				kv{"loss", roundTo(winLoss/float64(winN), 4)},
-				kv{"grad_norm", gradNormAt(step)},
-				kv{"learning_rate", cfg.learningRateAt(step)},
-				kv{"epoch", roundTo(cfg.epochAt(step), 2)},
-			))
+			entry := rep.report(step, winLoss/float64(winN))
+			if hist != nil {
+				hist.logged(entry)
+			}
 			winLoss, winN = 0, 0
 		}
 		if cfg.checkpointEvery > 0 && step%cfg.checkpointEvery == 0 {

@@ -28,6 +28,10 @@ type config struct {
 	batchSize       int           // samples per step, for train_samples_per_second
 	stepsPerEpoch   int           // steps in one epoch
 	learningRate    float64       // peak learning rate, decayed linearly to 0
+	layout          string        // how checkpoints are laid out and progress printed; "" is layoutFile
+	from            resumeFrom    // the checkpoint the resume flags name
+	partialOnSignal bool          // on a stop signal, write half a checkpoint and exit 1
+	metricsFile     string        // append JSON progress lines here too
 }
 
 // checkpointPrefix names checkpoint files: checkpoint-<step>.

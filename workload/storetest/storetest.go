@@ -133,10 +133,12 @@ func Workload(id string) workload.Workload {
 			OOMKilled: true,
 			ExitedAt:  at.Add(5*time.Hour - time.Millisecond),
 		},
-		Reason:   "out of memory on attempt 3",
-		Progress: &workload.Progress{Step: 1200, Total: 5000, Loss: 1.25, HasLoss: true, Epoch: 0.24, Message: "step " + id},
-		Ready:    true,
-		ExitNote: "checkpoint saved at step 1200 during grace",
+		Reason: "out of memory on attempt 3",
+		Progress: &workload.Progress{Step: 1200, Total: 5000, Loss: 1.25, HasLoss: true, Epoch: 0.24, Throughput: 812.5,
+			ThroughputUnit: "samples", ETA: 17 * time.Minute, Message: "step " + id},
+		StopAskedAt: at.Add(4 * time.Hour),
+		Ready:       true,
+		ExitNote:    "checkpoint saved at step 1200 during grace",
 		// Beyond float64's exact integers: a store must not pass it through one.
 		Seq: math.MaxUint64 - 1,
 	}
@@ -166,7 +168,7 @@ func (s suite) reopen(t *testing.T, prev workload.Store) workload.Store {
 // hands back.
 func normal(w workload.Workload) workload.Workload {
 	fix := func(t time.Time) time.Time { return t.Round(0).UTC() }
-	w.SubmittedAt, w.StartedAt, w.EndedAt = fix(w.SubmittedAt), fix(w.StartedAt), fix(w.EndedAt)
+	w.SubmittedAt, w.StartedAt, w.EndedAt, w.StopAskedAt = fix(w.SubmittedAt), fix(w.StartedAt), fix(w.EndedAt), fix(w.StopAskedAt)
 	if w.Exit != nil {
 		e := *w.Exit
 		e.ExitedAt = fix(e.ExitedAt)
