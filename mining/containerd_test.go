@@ -18,6 +18,7 @@ import (
 	"github.com/gpufarm/gpufarm/gpu/sim"
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/internal/ociimage"
+	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
 	"github.com/gpufarm/gpufarm/workload"
 )
@@ -85,7 +86,7 @@ func TestContainerdMiningFiller(t *testing.T) {
 	require.NoError(t, err)
 	m, err := workload.New(gm, rt, workload.WithFiller(filler), workload.WithStartHook(filler), workload.WithLoad(filler.Load(rig.SetGPULoad)),
 		workload.WithPowerSettle(0), workload.WithTick(50*time.Millisecond), workload.WithHygieneTimeout(3*time.Second),
-		workload.WithLogger(log.With("component", "workload")))
+		workload.WithTenancy(isolation.DefaultTenancy(miningTenant)), workload.WithLogger(log.With("component", "workload")))
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func startNode(t *testing.T, preset string, gpus int, newRuntime func(devs []gpu
 	require.NoError(t, err)
 	m, err := workload.New(gm, rt, workload.WithAttemptHook(adapter), workload.WithExitReporter(adapter),
 		workload.WithLoad(rig.SetGPULoad), workload.WithPowerSettle(0), workload.WithTick(20*time.Millisecond),
-		workload.WithHygieneTimeout(2*time.Second), workload.WithLogger(log))
+		workload.WithHygieneTimeout(2*time.Second), workload.WithLogger(log), workload.WithTenancy(checkpointTenancy()))
 	require.NoError(t, err)
 	ev := recordEvents(t, m)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -127,4 +128,15 @@ func freePort(t *testing.T) int {
 	require.NoError(t, err)
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// checkpointTenancy is the default tenancy with the test's checkpoint
+// folders (under the temp dir) allowed, writable, as an operator allows
+// its checkpoint storage, and the host network the inference servers
+// answer on.
+func checkpointTenancy() isolation.Tenancy {
+	t := isolation.DefaultTenancy(workload.DefaultMiningTenant)
+	t.Default.MountRoots, t.Default.WritableMounts = []string{os.TempDir()}, true
+	t.Default.Networks = append(t.Default.Networks, isolation.NetworkHost)
+	return t
 }

@@ -176,6 +176,7 @@ func (n *ctrNode) start(o ctrNodeOpts) {
 		o.store = workload.NewMemoryStore()
 	}
 	opts := []workload.Option{
+		workload.WithTenancy(testTenancy()),
 		workload.WithStore(o.store),
 		workload.WithLoad(n.rig.SetGPULoad),
 		workload.WithPowerSettle(0),
@@ -219,6 +220,14 @@ func (n *ctrNode) events() *recorder {
 		return &recorder{added: make(chan struct{})}
 	}
 	return n.ev
+}
+
+// testTenancy is the default tenancy with this process's tenant names,
+// and checkpoint folders under the temp dir allowed to the customer.
+func testTenancy() isolation.Tenancy {
+	t := isolation.DefaultTenancy(miningTenant)
+	t.Default.MountRoots, t.Default.WritableMounts = []string{os.TempDir()}, true
+	return t
 }
 
 // ctrMinerFiller fills every idle GPU with the fake miner image on the

@@ -254,7 +254,8 @@ func (m *Manager) load() error {
 // could not be written, and ErrClosed once Run has returned. A workload
 // submitted before Run starts is placed when it does.
 func (m *Manager) Submit(ctx context.Context, spec Spec) (Workload, error) {
-	if err := spec.Validate(); err != nil {
+	spec, err := m.admissible(spec)
+	if err != nil {
 		return Workload{}, err
 	}
 	if err := m.placeable(spec); err != nil {
@@ -274,6 +275,22 @@ func (m *Manager) Submit(ctx context.Context, spec Spec) (Workload, error) {
 	}
 	m.poke()
 	return e.w.clone(), nil
+}
+
+// admissible validates a spec, checks it against its tenant's policy and
+// fills in the policy's default limits.
+func (m *Manager) admissible(spec Spec) (Spec, error) {
+	if err := spec.Validate(); err != nil {
+		return Spec{}, err
+	}
+	pol := m.o.tenancy.For(spec.Tenant)
+	cs := pol.Apply(spec.containerSpec(fallback(spec.ID, "x")+"-1", nil))
+	if err := pol.Check(cs); err != nil {
+		return Spec{}, errorf(ErrInvalid, "workload %q: %w", spec.ID, err)
+	}
+	spec = spec.clone()
+	spec.Resources = cs.Limits
+	return spec, nil
 }
 
 // admitNew writes a new record, queued, and takes it in. The caller holds

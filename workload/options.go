@@ -134,6 +134,7 @@ type options struct {
 	exitReporter   ExitReporter
 	attemptHook    AttemptHook
 	startHook      StartHook
+	tenancy        isolation.Tenancy
 	hygieneTimeout time.Duration
 	hygienePoll    time.Duration
 	tick           time.Duration
@@ -168,8 +169,22 @@ func defaultOptions() options {
 		retention:      7 * 24 * time.Hour,
 		keepEvents:     100_000,
 		logTail:        64 << 10,
+		tenancy:        isolation.DefaultTenancy(DefaultMiningTenant),
 	}
 }
+
+// DefaultMiningTenant is the tenant of the operator's miners in the
+// default tenancy; the mining package's Filler uses it too.
+const DefaultMiningTenant = "mining"
+
+// WithTenancy sets what each tenant's workloads may ask for (see
+// isolation.TenantPolicy): Submit and the filler refuse a spec that breaks
+// its tenant's policy, naming every field and rule, before anything is
+// displaced, and fill in the default limits. The default is
+// isolation.DefaultTenancy(DefaultMiningTenant): no host mount and no
+// host network for paid tenants, pids, memory and CPU-share limits on
+// every container.
+func WithTenancy(t isolation.Tenancy) Option { return func(o *options) { o.tenancy = t } }
 
 // WithLogger sets the logger; the default (and nil) discards.
 func WithLogger(l *slog.Logger) Option {
@@ -286,6 +301,9 @@ func (o options) validate() error {
 	}
 	if o.keepEvents <= 0 {
 		errs = append(errs, fmt.Errorf("WithEventRetention(%d): want a positive count", o.keepEvents))
+	}
+	if err := o.tenancy.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("WithTenancy: %w", err))
 	}
 	if o.logTail < 0 {
 		errs = append(errs, fmt.Errorf("WithLogTailBytes(%d): want 0 or more", o.logTail))

@@ -378,7 +378,8 @@ func (r *runner) fill(ctx context.Context, idle []int) {
 		spec.Kind = KindMining
 		spec.Preemptible = true
 		spec.GPUs = GPURequest{UUIDs: []string{dev.UUID}}
-		if err := spec.Validate(); err != nil {
+		spec, err := m.admissible(spec)
+		if err != nil {
 			m.mu.Unlock()
 			m.log.Error("filler returned an invalid miner spec; GPU left idle", "gpu", i, "err", err)
 			continue
