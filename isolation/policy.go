@@ -44,6 +44,10 @@ type Tenancy struct {
 	Tenants map[string]TenantPolicy
 }
 
+// DefaultMiningTenant is the operator's mining tenant in the default
+// tenancies of the runtimes and the workload manager.
+const DefaultMiningTenant = "mining"
+
 // Default limits of DefaultTenancy: enough for one training job, small
 // enough that a fork bomb or a leak in one tenant leaves the node, the
 // agent and the other tenants running.

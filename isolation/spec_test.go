@@ -65,10 +65,10 @@ func TestSpecValidate(t *testing.T) {
 			s.User = "nobody"
 			s.Env = []string{"NOEQUALS", "=v"}
 			s.WorkingDir = "rel"
-			s.Network = "bridge"
+			s.Network = "wifi"
 			s.Labels = map[string]string{isolation.LabelTenant: "other"}
 			s.StopSignal = 99
-		}, []string{`User "nobody"`, `Env[0] "NOEQUALS"`, `Env[1] "=v"`, `WorkingDir "rel"`, `Network "bridge"`, "reserved", "StopSignal 99"}},
+		}, []string{`User "nobody"`, `Env[0] "NOEQUALS"`, `Env[1] "=v"`, `WorkingDir "rel"`, `Network "wifi"`, "reserved", "StopSignal 99"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,7 +55,7 @@ func TestContainerdMiningFiller(t *testing.T) {
 
 	var logs syncLog
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir),
+	rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir), containerd.WithTenancy(isolation.DefaultTenancy(miningTenant)),
 		containerd.WithCDISpecDirs(cdi.SpecDir), containerd.WithLogger(log.With("component", "isolation")))
 	require.NoError(t, err)
 	defer rt.Close()

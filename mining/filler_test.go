@@ -112,7 +112,7 @@ func newFillerNode(t *testing.T, miners []Miner, opts ...FillerOption) *fillerNo
 	f, err := NewFiller(gm, miners, append(base, opts...)...)
 	require.NoError(t, err)
 	n.f = f
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	n.m, err = workload.New(gm, rt, workload.WithFiller(f), workload.WithStartHook(f), workload.WithLoad(f.Load(rig.SetGPULoad)),
 		workload.WithPowerSettle(0), workload.WithTick(20*time.Millisecond), workload.WithHygieneTimeout(2*time.Second),

@@ -58,7 +58,7 @@ func containerdNode(t *testing.T) *contractNode {
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir),
+		rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir), containerd.WithTenancy(checkpointTenancy()),
 			containerd.WithCDISpecDirs(cdi.SpecDir), containerd.WithLogger(log.With("component", "isolation")))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = rt.Close() })

@@ -115,7 +115,7 @@ func TestServerReadyOnProcesses(t *testing.T) {
 // processRuntime makes a process runtime, closed when the test ends.
 func processRuntime(t *testing.T) func([]gpu.Device) isolation.Runtime {
 	return func([]gpu.Device) isolation.Runtime {
-		rt, err := process.New(process.WithLogDir(t.TempDir()))
+		rt, err := process.New(process.WithUnsafeRoot(), process.WithTenancy(checkpointTenancy()), process.WithLogDir(t.TempDir()))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = rt.Close() })
 		return rt

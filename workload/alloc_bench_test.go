@@ -41,7 +41,7 @@ func bigNode(tb testing.TB) (*Manager, []*entry) {
 	gm, err := gpu.New(context.Background(), rig)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = gm.Close() })
-	rt, err := process.New(process.WithLogDir(tb.TempDir()))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(tb.TempDir()))
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = rt.Close() })
 	m, err := New(gm, rt)

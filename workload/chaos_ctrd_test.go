@@ -94,7 +94,7 @@ func runAgent() int {
 	// supervisor restarting the agent would.
 	var inner *containerd.Runtime
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		inner, err = containerd.New(ctx, containerd.WithAddress(cfg.Address), containerd.WithLogDir(cfg.LogDir),
+		inner, err = containerd.New(ctx, containerd.WithAddress(cfg.Address), containerd.WithLogDir(cfg.LogDir), containerd.WithTenancy(tenancyOf(cfg)),
 			containerd.WithCDISpecDirs(cfg.CDIDir), containerd.WithLogger(log.With("component", "isolation")))
 		if err == nil || !errors.Is(err, isolation.ErrUnavailable) || time.Now().After(deadline) {
 			break
@@ -109,7 +109,7 @@ func runAgent() int {
 	}
 	rt := newFaultRuntime(inner)
 	store := &faultStore{fullStore: db}
-	m, err := workload.New(gm, rt, workload.WithStore(store), workload.WithLoad(rig.SetGPULoad),
+	m, err := workload.New(gm, rt, workload.WithStore(store), workload.WithLoad(rig.SetGPULoad), workload.WithTenancy(tenancyOf(cfg)),
 		workload.WithFiller(ctrMinerFillerOf(cfg.Mining)), workload.WithTick(50*time.Millisecond), workload.WithPowerSettle(0),
 		workload.WithHygieneTimeout(2*time.Second), workload.WithDeviceTimeout(300*time.Millisecond),
 		workload.WithRetryBackoff(50*time.Millisecond, 500*time.Millisecond), workload.WithStoreTimeout(2*time.Second),
@@ -183,6 +183,14 @@ func runAgent() int {
 		}
 	}
 	return fail(errors.New("stdin closed without quit"))
+}
+
+// tenancyOf is the agent's tenancy: the test's tenant names, and its
+// checkpoint folders under the temp dir.
+func tenancyOf(cfg agentConfig) isolation.Tenancy {
+	t := isolation.DefaultTenancy(cfg.Mining)
+	t.Default.MountRoots, t.Default.WritableMounts = []string{os.TempDir()}, true
+	return t
 }
 
 func agentFault(c agentCmd, rig *sim.Rig, gm *gpu.Manager, rt *faultRuntime, store *faultStore, devs []gpu.Device) error {

@@ -105,7 +105,7 @@ func newChaos(t *testing.T, seed uint64) *chaos {
 	require.NoError(t, err)
 	gm, err := gpu.New(context.Background(), rig, gpu.WithClock(clk), gpu.WithEventRetry(100*time.Millisecond))
 	require.NoError(t, err)
-	inner, err := process.New(process.WithLogDir(t.TempDir()))
+	inner, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	return &chaos{
 		t: t, seed: seed, rnd: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), clk: clk, rig: rig, gm: gm,

@@ -158,7 +158,7 @@ func (n *ctrNode) newRuntime() *containerd.Runtime {
 	n.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rt, err := containerd.New(ctx,
+	rt, err := containerd.New(ctx, containerd.WithTenancy(testTenancy()),
 		containerd.WithAddress(n.d.Address),
 		containerd.WithLogDir(n.logDir),
 		containerd.WithCDISpecDirs(n.cdi.SpecDir),

@@ -24,7 +24,7 @@ func ExampleManager() {
 	defer gpus.Close()
 	logs, _ := os.MkdirTemp("", "example-logs")
 	defer os.RemoveAll(logs)
-	rt, _ := process.New(process.WithLogDir(logs))
+	rt, _ := process.New(process.WithUnsafeRoot(), process.WithLogDir(logs))
 	defer rt.Close()
 
 	miner := workload.FillerFunc(func(ctx context.Context, d gpu.Device) (workload.Spec, bool) {

@@ -105,7 +105,7 @@ func TestHungGPUDoesNotFreezeScheduler(t *testing.T) {
 // error while the process lives changes nothing, and a container whose
 // state cannot be read keeps its GPU quarantined with the reason.
 func TestWaitErrorKeepsGPUsUntilExitConfirmed(t *testing.T) {
-	inner, err := process.New(process.WithLogDir(t.TempDir()))
+	inner, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = inner.Close() })
 	rt := newFaultRuntime(inner)
@@ -143,7 +143,7 @@ func TestWaitErrorKeepsGPUsUntilExitConfirmed(t *testing.T) {
 // the runtime is unavailable puts the job back in the queue, and it runs
 // once the runtime works; a permanent error fails it with the reason.
 func TestTransientRuntimeErrorRequeuesWithBackoff(t *testing.T) {
-	inner, err := process.New(process.WithLogDir(t.TempDir()))
+	inner, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = inner.Close() })
 	rt := newFaultRuntime(inner)
@@ -178,7 +178,7 @@ func TestTransientRuntimeErrorRequeuesWithBackoff(t *testing.T) {
 // being created puts the paid job back in the queue, not in failed; the
 // next manager runs it.
 func TestShutdownDuringLaunchRequeues(t *testing.T) {
-	inner, err := process.New(process.WithLogDir(t.TempDir()))
+	inner, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = inner.Close() })
 	rt := newFaultRuntime(inner)
@@ -250,7 +250,7 @@ func TestHygieneHonoursTimeoutWhenDeviceBusy(t *testing.T) {
 // no goroutine left; a store that cannot be read fails Run.
 func TestRunReturnsWhenReconcileCannotFinish(t *testing.T) {
 	before := goroutines()
-	inner, err := process.New(process.WithLogDir(t.TempDir()))
+	inner, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	rt := newFaultRuntime(inner)
 	rt.set("list", func(context.Context, isolation.Ref) error {
@@ -289,7 +289,7 @@ func (s *badListStore) List(context.Context) ([]workload.Workload, error) {
 // exited while the agent was down, is recorded with its real exit status
 // by the next manager and never run twice.
 func TestExitedWhileDownRecordedNotRerun(t *testing.T) {
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt.Close() })
 	store := &faultStore{fullStore: workload.NewMemoryStore()}

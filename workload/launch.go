@@ -191,7 +191,7 @@ func (r *runner) commit(ctx context.Context, e *entry, build func() (change, boo
 func permanent(step string, err error) bool {
 	switch {
 	case errors.Is(err, isolation.ErrInvalid), errors.Is(err, isolation.ErrPermission), errors.Is(err, isolation.ErrUnsupported),
-		errors.Is(err, ErrInvalid):
+		errors.Is(err, isolation.ErrDenied), errors.Is(err, ErrInvalid):
 		return true
 	case errors.Is(err, isolation.ErrNotFound):
 		return strings.HasPrefix(step, "create")

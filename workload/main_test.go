@@ -84,7 +84,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	require.NoError(t, err)
 	rt := o.rt
 	if rt == nil {
-		rt, err = process.New(process.WithLogDir(t.TempDir()))
+		rt, err = process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 		require.NoError(t, err)
 	}
 	if o.store == nil {

@@ -175,7 +175,7 @@ func defaultOptions() options {
 
 // DefaultMiningTenant is the tenant of the operator's miners in the
 // default tenancy; the mining package's Filler uses it too.
-const DefaultMiningTenant = "mining"
+const DefaultMiningTenant = isolation.DefaultMiningTenant
 
 // WithTenancy sets what each tenant's workloads may ask for (see
 // isolation.TenantPolicy): Submit and the filler refuse a spec that breaks

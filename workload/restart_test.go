@@ -25,7 +25,7 @@ func TestRestartReadoptsAndRecordsWhatVanished(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
 	store, err := bolt.Open(path)
 	require.NoError(t, err)
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	n := newNode(t, nodeOpts{preset: "a40", store: store, rt: rt})
 
@@ -212,7 +212,7 @@ func TestStandingBudget(t *testing.T) {
 // labels instead of killing them.
 func TestRestartWithoutRecordsReadoptsByLabels(t *testing.T) {
 	ctx := context.Background()
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	n := newNode(t, nodeOpts{preset: "a40", rt: rt})
 	_, err = n.m.Submit(ctx, trainer("orphaned", 2, 1, t.TempDir()))
@@ -246,7 +246,7 @@ func TestCancelSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
 	store, err := bolt.Open(path)
 	require.NoError(t, err)
-	rt, err := process.New(process.WithLogDir(t.TempDir()))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
 	n := newNode(t, nodeOpts{preset: "a40", store: store, rt: rt})
 	_, err = n.m.Submit(ctx, trainer("doomed", 1, 1, t.TempDir()))

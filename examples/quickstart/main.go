@@ -112,7 +112,7 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	}
 	m, err := workload.New(gpus, env.rt,
 		workload.WithLogger(log), workload.WithLoad(filler.Load(rig.SetGPULoad)), workload.WithFiller(filler), workload.WithStartHook(filler),
-		workload.WithTick(250*time.Millisecond), workload.WithPowerSettle(0),
+		workload.WithTick(250*time.Millisecond), workload.WithPowerSettle(0), workload.WithTenancy(env.tenancy()),
 		workload.WithStore(workload.NewMemoryStore()))
 	if err != nil {
 		return err
@@ -523,7 +523,7 @@ func (e *env) containerd(ctx context.Context, devs []gpu.Device, log *slog.Logge
 		e.close()
 		return err
 	}
-	rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogger(log),
+	rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogger(log), containerd.WithTenancy(e.tenancy()),
 		containerd.WithLogDir(filepath.Join(e.dir, "logs")), containerd.WithCDISpecDirs(cdi.SpecDir))
 	if err != nil {
 		e.close()
@@ -562,12 +562,22 @@ func (e *env) processRuntime(ctx context.Context, log *slog.Logger) error {
 		}
 		e.bins[pkg] = out
 	}
-	rt, err := process.New(process.WithLogger(log), process.WithLogDir(filepath.Join(e.dir, "logs")))
+	// It runs only the quickstart's own fake programs, so root may run them.
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogger(log), process.WithLogDir(filepath.Join(e.dir, "logs")))
 	if err != nil {
 		return err
 	}
 	e.rt, e.name = rt, "process (NOT ISOLATED)"
 	return nil
+}
+
+// tenancy is the default one with the customer's checkpoint folders,
+// under the quickstart's own folder, allowed: the mount roots an operator
+// gives tenants for their checkpoint storage.
+func (e *env) tenancy() isolation.Tenancy {
+	t := isolation.DefaultTenancy(isolation.DefaultMiningTenant)
+	t.Default.MountRoots, t.Default.WritableMounts = []string{e.dir}, true
+	return t
 }
 
 func (e *env) close() {

@@ -1,13 +1,17 @@
 package containerd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gpufarm/gpufarm/isolation"
+	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/gpufarm/gpufarm/isolation"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -99,58 +103,53 @@ func (r *CDIRegistry) known(name string) []string {
 	return out
 }
 
-// uuidOf finds the UUID of the one GPU a device name stands for: the name
-// itself when it is a UUID ("GPU-..." or "MIG-..."), else the UUID-named
-// device of the same spec with exactly the same device nodes (nvidia-ctk
-// names each GPU both by index and by UUID). It returns "" when there is
-// no such single device ("all" on a host with several GPUs, or a spec
-// without UUID names).
-func (r *CDIRegistry) uuidOf(name string) string {
+// uuidsOf resolves a device name to the UUIDs of the GPUs it gives a
+// container: the name itself when it is a UUID ("GPU-..." or "MIG-..."),
+// else every UUID-named device of the same spec whose GPU nodes
+// (/dev/nvidiaN) the named device includes: nvidia-ctk names each GPU by
+// index and by UUID, and "all" includes every GPU's node. It returns none
+// for a name that includes no GPU node a UUID-named device has.
+func (r *CDIRegistry) uuidsOf(name string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	dev := r.cache.GetDevice(name)
 	if dev == nil {
-		return ""
+		return nil
 	}
 	if isUUID(dev.Name) {
-		return dev.Name
+		return []string{dev.Name}
 	}
-	want := nodeKey(dev.ContainerEdits.DeviceNodes)
-	if want == "" {
-		return ""
-	}
-	found := ""
+	have := gpuNodes(dev.ContainerEdits.DeviceNodes)
+	var out []string
 	for _, d := range dev.GetSpec().Devices {
-		if d.Name == dev.Name || !isUUID(d.Name) || nodeKey(d.ContainerEdits.DeviceNodes) != want {
+		if d.Name == dev.Name || !isUUID(d.Name) {
 			continue
 		}
-		if found != "" {
-			return "" // two GPUs behind one name
+		nodes := gpuNodes(d.ContainerEdits.DeviceNodes)
+		if len(nodes) > 0 && !slices.ContainsFunc(nodes, func(n string) bool { return !slices.Contains(have, n) }) {
+			out = append(out, d.Name)
 		}
-		found = d.Name
 	}
-	return found
+	sort.Strings(out)
+	return out
+}
+
+// gpuNodes lists the per-GPU device nodes (/dev/nvidiaN) among nodes, by
+// host path: the control nodes every GPU device shares say nothing of
+// which GPU it is.
+func gpuNodes(nodes []*cdispec.DeviceNode) []string {
+	var out []string
+	for _, n := range nodes {
+		p := cmp.Or(n.HostPath, n.Path)
+		if rest, ok := strings.CutPrefix(path.Base(p), "nvidia"); ok && rest != "" && strings.Trim(rest, "0123456789") == "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func isUUID(name string) bool {
 	return strings.HasPrefix(name, "GPU-") || strings.HasPrefix(name, "MIG-")
-}
-
-// nodeKey identifies a set of device nodes by their host paths.
-func nodeKey(nodes []*cdispec.DeviceNode) string {
-	paths := make([]string, 0, len(nodes))
-	for _, n := range nodes {
-		p := n.HostPath
-		if p == "" {
-			p = n.Path
-		}
-		paths = append(paths, p)
-	}
-	if len(paths) == 0 {
-		return ""
-	}
-	sort.Strings(paths)
-	return strings.Join(paths, "\x00")
 }
 
 // Inject applies the devices' container edits (device nodes, device cgroup

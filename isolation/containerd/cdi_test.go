@@ -109,12 +109,13 @@ func TestCDIRegistryResolvesNvidiaCtkSpecs(t *testing.T) {
 	})
 }
 
-// A GPU named by index gets the UUID the same spec gives its device nodes.
-func TestCDIRegistryFindsTheUUIDOfAnIndexName(t *testing.T) {
+// A GPU named by index gets the UUID the same spec gives its device nodes;
+// "all" stands for every GPU of the spec.
+func TestCDIRegistryResolvesNamesToUUIDs(t *testing.T) {
 	cases := []struct {
 		fixture string
 		name    string
-		uuid    string // "" when no single GPU stands behind the name
+		uuid    string // comma-separated; "" when no GPU stands behind the name
 	}{
 		{"tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml", "nvidia.com/gpu=0", "GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256"},
 		{"tesla-t4_single-gpu_driver615.71.09_ctk1.20.0_var-run-cdi-nvidia.yaml", "nvidia.com/gpu=GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256", "GPU-8f1f4d06-07fd-27a7-52d5-e58aa060d256"},
@@ -132,7 +133,7 @@ func TestCDIRegistryFindsTheUUIDOfAnIndexName(t *testing.T) {
 			r, err := containerd.NewCDIRegistry(specDir(t, tc.fixture))
 			require.NoError(t, err)
 			require.NoError(t, r.Refresh())
-			assert.Equal(t, tc.uuid, containerd.UUIDOf(r, tc.name))
+			assert.Equal(t, tc.uuid, strings.Join(containerd.UUIDsOf(r, tc.name), ","))
 		})
 	}
 }
@@ -170,8 +171,8 @@ func TestWriteSimulatedCDI(t *testing.T) {
 		"nvidia.com/gpu=" + simulatedGPUs[0].UUID, "nvidia.com/gpu=" + simulatedGPUs[1].UUID,
 		"nvidia.com/gpu=all",
 	}, r.Devices())
-	assert.Equal(t, simulatedGPUs[1].UUID, containerd.UUIDOf(r, "nvidia.com/gpu=1"), "index names resolve to UUIDs as with nvidia-ctk")
-	assert.Empty(t, containerd.UUIDOf(r, "nvidia.com/gpu=all"), "two GPUs have no one UUID")
+	assert.Equal(t, []string{simulatedGPUs[1].UUID}, containerd.UUIDsOf(r, "nvidia.com/gpu=1"), "index names resolve to UUIDs as with nvidia-ctk")
+	assert.ElementsMatch(t, []string{simulatedGPUs[0].UUID, simulatedGPUs[1].UUID}, containerd.UUIDsOf(r, "nvidia.com/gpu=all"), "all is both GPUs")
 
 	cases := []struct {
 		device string

@@ -65,6 +65,21 @@ func TestContainerSeesOnlyItsGPUs(t *testing.T) {
 		})
 	}
 
+	t.Run("all", func(t *testing.T) {
+		// "all" stands for both GPUs: both are injected, and the labels
+		// name both, so no other workload can be given either.
+		es, out := f.run(t, isolation.Spec{ID: "gpu-all", Tenant: "gpus", Image: probeRef,
+			GPUs: []isolation.GPU{{Device: "nvidia.com/gpu=all"}},
+			Args: []string{"report", "-open", "/dev/nvidia0,/dev/nvidia1"}})
+		require.Equal(t, 0, es.Code, out)
+		r := parseReport(t, out)
+		assert.Equal(t, "ENXIO", r.Open["/dev/nvidia0"])
+		assert.Equal(t, "ENXIO", r.Open["/dev/nvidia1"])
+		info, err := f.rt.Inspect(ctx(t), isolation.Ref{Tenant: "gpus", ID: "gpu-all"})
+		require.NoError(t, err)
+		assert.ElementsMatch(t, []string{simulatedGPUs[0].UUID, simulatedGPUs[1].UUID}, info.GPUs)
+	})
+
 	t.Run("no GPU", func(t *testing.T) {
 		_, out := f.run(t, isolation.Spec{ID: "nogpu", Tenant: "gpus", Image: probeRef,
 			Args: []string{"report", "-open", "/dev/nvidia0,/dev/nvidiactl"}})
@@ -409,7 +424,12 @@ func TestBadInputCreatesNothing(t *testing.T) {
 		{"unknown image", func(s *isolation.Spec) { s.Image = "gpufarm.test/nope:1" }, isolation.ErrNotFound, []string{`image "gpufarm.test/nope:1"`, "import or pull"}},
 		{"malformed CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "gpu0", UUID: "GPU-0"}} }, isolation.ErrInvalid, []string{`"gpu0"`, "not a CDI device name"}},
 		{"unknown CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=7", UUID: "GPU-7"}} }, isolation.ErrNotFound, []string{`"nvidia.com/gpu=7"`, "nvidia.com/gpu=0"}},
-		{"several GPUs under one name without UUID", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=all"}} }, isolation.ErrInvalid, []string{`UUID is empty`, `"nvidia.com/gpu=all"`}},
+		{"a CDI name and a UUID that disagree", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=all", UUID: "GPU-0"}} },
+			isolation.ErrInvalid, []string{`"nvidia.com/gpu=all" is GPU`, `not "GPU-0"`}},
+		{"an index name and another GPU's UUID", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: simulatedGPUs[1].UUID}} },
+			isolation.ErrInvalid, []string{`"nvidia.com/gpu=0" is GPU ` + simulatedGPUs[0].UUID}},
+		{"a tenant policy broken", func(s *isolation.Spec) { s.Tenant = "strict"; s.Mounts = []isolation.Mount{{Source: "/", Target: "/host"}} },
+			isolation.ErrDenied, []string{`spec.Mounts[0].Source "/": the tenant may not mount host paths`}},
 		{"negative limits", func(s *isolation.Spec) { s.Limits = isolation.Limits{MemoryBytes: -1, Pids: -2} }, isolation.ErrInvalid, []string{"MemoryBytes is -1", "Pids is -2"}},
 		{"missing mount source", func(s *isolation.Spec) {
 			s.Mounts = []isolation.Mount{{Source: "/nonexistent/dataset", Target: "/data", ReadOnly: true}}

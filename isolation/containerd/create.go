@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gpufarm/gpufarm/isolation"
@@ -43,12 +44,19 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 		if err := r.cdi.Refresh(); err != nil {
 			r.log.Warn("some CDI specs do not load; their devices are unavailable", "err", err)
 		}
-		spec.GPUs = r.withUUIDs(spec.GPUs)
+		var errs []error
+		spec.GPUs, errs = r.resolveGPUs(spec.GPUs)
+		problems = append(problems, errs...)
+		devs = validDevices(spec.GPUs)
 	}
 	if err := spec.Validate(); err != nil {
 		problems = append(problems, err)
 	}
-	s := spec.WithDefaults()
+	pol := r.opts.tenancy.For(spec.Tenant)
+	s := pol.Apply(spec).WithDefaults()
+	if err := pol.Check(s); err != nil {
+		problems = append(problems, err)
+	}
 	ref := isolation.Ref{Tenant: s.Tenant, ID: s.ID}
 	var img images.Image
 	if isolation.ValidateTenant(s.Tenant) == nil {
@@ -239,14 +247,36 @@ func (r *Runtime) forgetImage(ctx context.Context, img images.Image) {
 }
 
 // withUUIDs fills the empty UUIDs the CDI specs tell, on a copy.
-func (r *Runtime) withUUIDs(gpus []isolation.GPU) []isolation.GPU {
-	out := append([]isolation.GPU(nil), gpus...)
-	for i, g := range out {
-		if g.UUID == "" && g.Device != "" {
-			out[i].UUID = r.cdi.uuidOf(g.Device)
+// resolveGPUs gives each GPU the UUID its CDI name resolves to, expands a
+// name that stands for several GPUs ("all") into their UUID names, and
+// refuses a UUID the caller gave that is not the one the name resolves
+// to: the labels, which later decide who holds which GPU, come from what
+// is injected, never from the caller's word.
+func (r *Runtime) resolveGPUs(gpus []isolation.GPU) ([]isolation.GPU, []error) {
+	var out []isolation.GPU
+	var errs []error
+	for i, g := range gpus {
+		vendorClass, _, ok := strings.Cut(g.Device, "=")
+		if !ok {
+			out = append(out, g) // malformed: Validate names it
+			continue
+		}
+		uuids := r.cdi.uuidsOf(g.Device)
+		switch {
+		case len(uuids) == 0:
+			out = append(out, g) // unknown, or no GPU of its own: Resolve or Validate names it
+		case g.UUID != "" && (len(uuids) > 1 || uuids[0] != g.UUID):
+			errs = append(errs, fmt.Errorf("%w: spec.GPUs[%d]: %q is GPU %s, not %q: name the GPU you mean", isolation.ErrInvalid, i,
+				g.Device, strings.Join(uuids, ", "), g.UUID))
+		case len(uuids) == 1:
+			out = append(out, isolation.GPU{Device: g.Device, UUID: uuids[0]})
+		default:
+			for _, u := range uuids {
+				out = append(out, isolation.GPU{Device: vendorClass + "=" + u, UUID: u})
+			}
 		}
 	}
-	return out
+	return out, errs
 }
 
 func validDevices(gpus []isolation.GPU) []string {

@@ -9,5 +9,5 @@ func SetStaleLeaseAge(r *Runtime, d time.Duration) { r.staleLease = d }
 // no lock held) and "signalled" (delivered, not yet recorded).
 func SetStopHook(r *Runtime, f func(step string)) { r.stopHook = f }
 
-// UUIDOf is the UUID Create fills in for a GPU named by name, or "".
-func UUIDOf(r *CDIRegistry, name string) string { return r.uuidOf(name) }
+// UUIDsOf are the UUIDs of the GPUs a CDI name gives a container.
+func UUIDsOf(r *CDIRegistry, name string) []string { return r.uuidsOf(name) }

@@ -110,6 +110,7 @@ func newFixture(t testing.TB, extra ...containerd.Option) *fixture {
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(f.logw, nil))
 	f.opts = append([]containerd.Option{
+		containerd.WithTenancy(testTenancy()),
 		containerd.WithAddress(d.Address),
 		containerd.WithLogDir(f.logDir),
 		containerd.WithCDISpecDirs(f.cdi.SpecDir),
@@ -123,6 +124,18 @@ func newFixture(t testing.TB, extra ...containerd.Option) *fixture {
 	})
 	f.rt = f.newRuntime(t)
 	return f
+}
+
+// testTenancy lets the tests' tenants mount the temp dir, writable, and use
+// the host network: the tests of those features need them. The policy's
+// own rules are tested with the default tenancy.
+func testTenancy() isolation.Tenancy {
+	t := isolation.DefaultTenancy(isolation.DefaultMiningTenant)
+	t.Default.MountRoots, t.Default.WritableMounts = []string{os.TempDir()}, true
+	t.Default.Networks = append(t.Default.Networks, isolation.NetworkHost)
+	t.Default.Kinds = nil
+	t.Tenants["strict"] = isolation.DefaultTenancy(isolation.DefaultMiningTenant).Default
+	return t
 }
 
 func (f *fixture) newRuntime(t testing.TB) *containerd.Runtime {

@@ -108,6 +108,9 @@ func securityOpts(s isolation.Spec, cfg imagespec.ImageConfig) []oci.SpecOpts {
 	if s.Limits.Pids > 0 {
 		opts = append(opts, oci.WithPidsLimit(s.Limits.Pids))
 	}
+	if s.Limits.CPUShares > 0 {
+		opts = append(opts, oci.WithCPUShares(uint64(s.Limits.CPUShares)))
+	}
 	return opts
 }
 

@@ -40,6 +40,7 @@ type options struct {
 	cdiDirs     []string
 	snapshotter string
 	runtimeName string
+	tenancy     isolation.Tenancy
 }
 
 // buildOptions applies opts over the defaults and reports every bad value
@@ -47,6 +48,7 @@ type options struct {
 func buildOptions(opts []Option) (options, error) {
 	o := options{
 		address:     DefaultAddress,
+		tenancy:     isolation.DefaultTenancy(isolation.DefaultMiningTenant),
 		logDir:      DefaultLogDir,
 		logCap:      DefaultLogCapBytes,
 		logEvery:    DefaultLogCheckInterval,
@@ -79,11 +81,20 @@ func buildOptions(opts []Option) (options, error) {
 	if o.snapshotter == "" {
 		bad("WithSnapshotter(\"\"): name a snapshotter (the default is %s)", DefaultSnapshotter)
 	}
+	if err := o.tenancy.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("WithTenancy: %w", err))
+	}
 	if o.runtimeName == "" {
 		bad("WithRuntimeName(\"\"): name a runtime (the default is %s)", DefaultRuntimeName)
 	}
 	return o, errors.Join(errs...)
 }
+
+// WithTenancy sets what each tenant's containers may ask for; Create
+// refuses a spec that breaks its tenant's policy, every rule named, and
+// fills in the policy's default limits. The default is
+// isolation.DefaultTenancy(isolation.DefaultMiningTenant).
+func WithTenancy(t isolation.Tenancy) Option { return func(o *options) { o.tenancy = t } }
 
 // WithAddress is containerd's socket; DefaultAddress when not given.
 func WithAddress(address string) Option { return func(o *options) { o.address = address } }

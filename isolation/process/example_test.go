@@ -16,7 +16,9 @@ import (
 func Example() {
 	dir, _ := os.MkdirTemp("", "example-")
 	defer os.RemoveAll(dir)
-	rt, err := process.New(process.WithLogDir(filepath.Join(dir, "logs")))
+	// WithUnsafeRoot: CI runs the example as root; an unprivileged user
+	// needs no option.
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(filepath.Join(dir, "logs")))
 	if err != nil {
 		panic(err)
 	}

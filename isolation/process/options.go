@@ -23,17 +23,19 @@ const minLogCapBytes = 2
 type Option func(*options)
 
 type options struct {
-	logger    *slog.Logger
-	clock     gpu.Clock
-	logDir    string
-	logDirSet bool
-	logCap    int64
+	logger     *slog.Logger
+	clock      gpu.Clock
+	logDir     string
+	logDirSet  bool
+	logCap     int64
+	tenancy    isolation.Tenancy
+	unsafeRoot bool
 }
 
 // buildOptions applies opts over the defaults and reports every bad value
 // at once, wrapping isolation.ErrInvalid, instead of replacing it.
 func buildOptions(opts []Option) (options, error) {
-	o := options{logCap: DefaultLogCapBytes}
+	o := options{logCap: DefaultLogCapBytes, tenancy: isolation.DefaultTenancy(isolation.DefaultMiningTenant)}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -57,6 +59,9 @@ func buildOptions(opts []Option) (options, error) {
 	if o.logCap < minLogCapBytes {
 		bad("WithLogCapBytes(%d): give at least %d bytes (the default is %d)", o.logCap, minLogCapBytes, DefaultLogCapBytes)
 	}
+	if err := o.tenancy.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("WithTenancy: %w", err))
+	}
 	return o, errors.Join(errs...)
 }
 
@@ -72,6 +77,19 @@ func WithClock(c gpu.Clock) Option { return func(o *options) { o.clock = c } }
 func WithLogDir(dir string) Option {
 	return func(o *options) { o.logDir, o.logDirSet = dir, true }
 }
+
+// WithTenancy sets what each tenant may ask for; Create refuses a spec
+// that breaks its tenant's policy, as the containerd runtime does, though
+// this runtime enforces none of it. The default is
+// isolation.DefaultTenancy(isolation.DefaultMiningTenant).
+func WithTenancy(t isolation.Tenancy) Option { return func(o *options) { o.tenancy = t } }
+
+// WithUnsafeRoot lets the runtime run as root. This runtime isolates
+// nothing, so its workloads then run as root on the host, with every
+// file, device and process in reach: use it only for programs you trust,
+// on a machine you can throw away (a test container, a CI runner). New
+// refuses root without it.
+func WithUnsafeRoot() Option { return func(o *options) { o.unsafeRoot = true } }
 
 // WithLogCapBytes caps each process's log, at least 2 bytes;
 // DefaultLogCapBytes when not given.

@@ -16,7 +16,7 @@ import (
 // Bad options are errors, all reported at once, never silently replaced.
 func TestOptionsReportEveryProblem(t *testing.T) {
 	newProcess := func(opts ...process.Option) error {
-		rt, err := process.New(opts...)
+		rt, err := process.New(append([]process.Option{process.WithUnsafeRoot()}, opts...)...)
 		if err == nil {
 			_ = rt.Close()
 		}

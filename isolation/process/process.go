@@ -29,11 +29,13 @@ import (
 // What it does honour: Args (Args[0] is a host executable, looked up in a
 // PATH of /usr/local/bin:/usr/bin:/bin unless Env sets PATH), Env (the
 // process gets only these variables, plus CUDA_VISIBLE_DEVICES and
-// NVIDIA_VISIBLE_DEVICES naming the spec's GPU UUIDs, so CUDA programs use
-// only their GPUs by convention), WorkingDir, stop signal and grace, labels,
-// tenants (as a name only) and capped logs. Image is recorded, not used.
-// Processes do not outlive the SDK: Close kills those still running, and
-// there is nothing to recover.
+// NVIDIA_VISIBLE_DEVICES naming the spec's GPU UUIDs, which Env cannot
+// override, so CUDA programs use only their GPUs by convention),
+// WorkingDir, stop signal and grace, labels, tenants (as a name only, with
+// their policy checked) and capped logs. Image is recorded, not used.
+// Processes do not outlive the SDK: Close kills those still running, and a
+// parent-death signal kills each one if the SDK dies first; there is
+// nothing to recover. It refuses to run as root without WithUnsafeRoot.
 type Runtime struct {
 	opts options
 	log  *slog.Logger
@@ -71,6 +73,10 @@ func New(opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	if os.Geteuid() == 0 && !o.unsafeRoot {
+		return nil, fmt.Errorf("%w: the process runtime isolates nothing, so as root its workloads would own the host: "+
+			"run as an unprivileged user, use the containerd runtime, or pass WithUnsafeRoot for programs you trust", isolation.ErrPermission)
+	}
 	if err := os.MkdirAll(o.logDir, 0o750); err != nil {
 		return nil, fmt.Errorf("isolation: log dir: %w", err)
 	}
@@ -82,7 +88,9 @@ func New(opts ...Option) (*Runtime, error) {
 // Create validates spec and records it; nothing runs until Start.
 func (p *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.Info, error) {
 	errs := []error{spec.Validate()}
-	s := spec.WithDefaults()
+	pol := p.opts.tenancy.For(spec.Tenant)
+	s := pol.Apply(spec).WithDefaults()
+	errs = append(errs, pol.Check(s))
 	if len(s.Args) == 0 {
 		errs = append(errs, fmt.Errorf("%w: spec.Args is empty: the process runtime runs Args[0] on the host", isolation.ErrInvalid))
 	} else if _, err := p.lookPath(s); err != nil {
@@ -198,7 +206,9 @@ func (p *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 	cmd.Env = processEnv(pr.spec)
 	cmd.Dir = pr.spec.WorkingDir
 	cmd.Stdout, cmd.Stderr = logw, logw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Stop signals the whole group
+	// Stop signals the whole group; and the process dies with the SDK, as
+	// nothing here could find it again.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 2 * time.Second                       // a leftover child holding stdout must not block the exit
 	if err := cmd.Start(); err != nil {
 		_ = logw.Close()
@@ -211,8 +221,10 @@ func (p *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 	return nil
 }
 
+// processEnv is the process's whole environment: a PATH, the spec's Env,
+// and last the SDK's GPU variables, which the spec cannot override: they
+// are all that keeps a process of this runtime to its GPUs.
 func processEnv(s isolation.Spec) []string {
-	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	var uuids []string
 	for _, g := range s.GPUs {
 		if g.UUID != "" {
@@ -223,8 +235,15 @@ func processEnv(s isolation.Spec) []string {
 	if visible == "" {
 		visible = "void"
 	}
-	env = append(env, "CUDA_VISIBLE_DEVICES="+visible, "NVIDIA_VISIBLE_DEVICES="+visible)
-	return append(env, s.Env...) // later entries win
+	gpuVars := []string{"CUDA_VISIBLE_DEVICES=" + visible, "NVIDIA_VISIBLE_DEVICES=" + visible}
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
+	for _, e := range s.Env {
+		k, _, _ := strings.Cut(e, "=")
+		if k != "CUDA_VISIBLE_DEVICES" && k != "NVIDIA_VISIBLE_DEVICES" {
+			env = append(env, e) // later entries win, PATH included
+		}
+	}
+	return append(env, gpuVars...)
 }
 
 // reap waits for the process and records its end.

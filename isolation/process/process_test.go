@@ -2,8 +2,11 @@ package process_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -26,7 +29,7 @@ func newProcess(t *testing.T, opts ...process.Option) (*process.Runtime, *syncbu
 		process.WithLogDir(filepath.Join(t.TempDir(), "logs")),
 		process.WithLogger(slog.New(slog.NewTextHandler(logw, nil))),
 	}, opts...)
-	p, err := process.New(opts...)
+	p, err := process.New(append([]process.Option{process.WithUnsafeRoot()}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p, logw
@@ -173,4 +176,93 @@ func TestProcessExitedOnItsOwnIsNotSignalled(t *testing.T) {
 	stopped, err := p.Stop(ctx, info.Ref)
 	require.NoError(t, err)
 	assert.Equal(t, isolation.ExitStatus{Code: 5, Reason: isolation.ReasonExited, ExitedAt: es.ExitedAt}, stopped)
+}
+
+// TestRefusesRootWithoutOptIn: as root, the runtime that isolates nothing
+// would hand the host to its workloads; it refuses unless told.
+func TestRefusesRootWithoutOptIn(t *testing.T) {
+	if os.Geteuid() != 0 {
+		_, err := process.New(process.WithLogDir(t.TempDir()))
+		require.NoError(t, err, "an unprivileged user needs no option")
+		return
+	}
+	_, err := process.New(process.WithLogDir(t.TempDir()))
+	require.ErrorIs(t, err, isolation.ErrPermission)
+	assert.Contains(t, err.Error(), "WithUnsafeRoot")
+}
+
+// TestSDKGPUVariablesWin: a tenant's Env cannot widen the GPUs its
+// process is told to use.
+func TestSDKGPUVariablesWin(t *testing.T) {
+	p, _ := newProcess(t)
+	ctx := context.Background()
+	s := shSpec("greedy", `echo "cuda=$CUDA_VISIBLE_DEVICES nvidia=$NVIDIA_VISIBLE_DEVICES"`)
+	s.Env = []string{"CUDA_VISIBLE_DEVICES=all", "NVIDIA_VISIBLE_DEVICES=all"}
+	s.GPUs = []isolation.GPU{isolation.GPUFor(gpu.Device{Index: 1, UUID: "GPU-1"})}
+	info, err := p.Create(ctx, s)
+	require.NoError(t, err)
+	require.NoError(t, p.Start(ctx, info.Ref))
+	_, err = p.Wait(ctx, info.Ref)
+	require.NoError(t, err)
+	assert.Equal(t, "cuda=GPU-1 nvidia=GPU-1\n", procOutput(t, p, info.Ref))
+}
+
+// TestWorkloadsDieWithTheSDK: a process of this runtime gets SIGKILL when
+// the SDK process dies, even by SIGKILL, as its doc promises.
+func TestWorkloadsDieWithTheSDK(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), sdkHelperEnv+"="+t.TempDir())
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var pid int
+	_, err = fmt.Fscan(out, &pid)
+	require.NoError(t, err, "the helper reports its workload's pid")
+	require.NoError(t, syscall.Kill(pid, 0), "the workload runs")
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	require.Eventually(t, func() bool {
+		// Gone, or a zombie the init process has yet to reap.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return err != nil || strings.Contains(string(b), ") Z ")
+	}, 5*time.Second, 10*time.Millisecond, "the workload dies with the SDK")
+}
+
+const sdkHelperEnv = "GPUFARM_PROCESS_SDK_HELPER"
+
+// TestMain plays the SDK process of TestWorkloadsDieWithTheSDK when asked.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(sdkHelperEnv); dir != "" {
+		p, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(dir))
+		if err != nil {
+			os.Exit(2)
+		}
+		ctx := context.Background()
+		info, err := p.Create(ctx, shSpec("sleeper", "exec sleep 600"))
+		if err == nil {
+			err = p.Start(ctx, info.Ref)
+		}
+		if err == nil {
+			info, err = p.Inspect(ctx, info.Ref)
+		}
+		if err != nil {
+			os.Exit(3)
+		}
+		fmt.Println(info.PID)
+		select {} // until the test kills it
+	}
+	os.Exit(m.Run())
+}
+
+// TestCreateChecksTheTenancy: the process runtime refuses what the
+// tenant's policy forbids, as the containerd runtime does.
+func TestCreateChecksTheTenancy(t *testing.T) {
+	p, _ := newProcess(t)
+	s := shSpec("peek", "true")
+	s.Mounts = []isolation.Mount{{Source: "/", Target: "/host"}}
+	s.Network = isolation.NetworkHost
+	_, err := p.Create(context.Background(), s)
+	require.ErrorIs(t, err, isolation.ErrDenied)
+	assert.Contains(t, err.Error(), "may not mount host paths")
+	assert.Contains(t, err.Error(), `spec.Network "host"`)
 }

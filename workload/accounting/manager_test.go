@@ -25,7 +25,7 @@ import (
 func TestWithWorkloadManager(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, preset(t, sim.PresetA40))
-	rt, err := process.New(process.WithLogDir(t.TempDir()), process.WithClock(r.clk))
+	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()), process.WithClock(r.clk))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rt.Close() })
 	miner := workload.FillerFunc(func(context.Context, gpu.Device) (workload.Spec, bool) {

@@ -106,7 +106,7 @@ func Workload(id string) workload.Workload {
 				{Source: "/srv/datasets/imagenet", Target: "/data", ReadOnly: true},
 				{Source: "/srv/checkpoints/" + id, Target: "/ckpt"},
 			},
-			Resources:       isolation.Limits{CPUMillis: 7500, MemoryBytes: 64 << 30, Pids: 4096},
+			Resources:       isolation.Limits{CPUMillis: 7500, MemoryBytes: 64 << 30, Pids: 4096, CPUShares: 2048},
 			Network:         isolation.NetworkHost,
 			Preemptible:     true,
 			StopSignal:      syscall.SIGUSR1,
