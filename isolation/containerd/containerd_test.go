@@ -426,9 +426,14 @@ func TestBadInputCreatesNothing(t *testing.T) {
 		{"unknown CDI name", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=7", UUID: "GPU-7"}} }, isolation.ErrNotFound, []string{`"nvidia.com/gpu=7"`, "nvidia.com/gpu=0"}},
 		{"a CDI name and a UUID that disagree", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=all", UUID: "GPU-0"}} },
 			isolation.ErrInvalid, []string{`"nvidia.com/gpu=all" is GPU`, `not "GPU-0"`}},
-		{"an index name and another GPU's UUID", func(s *isolation.Spec) { s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: simulatedGPUs[1].UUID}} },
+		{"an index name and another GPU's UUID", func(s *isolation.Spec) {
+			s.GPUs = []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: simulatedGPUs[1].UUID}}
+		},
 			isolation.ErrInvalid, []string{`"nvidia.com/gpu=0" is GPU ` + simulatedGPUs[0].UUID}},
-		{"a tenant policy broken", func(s *isolation.Spec) { s.Tenant = "strict"; s.Mounts = []isolation.Mount{{Source: "/", Target: "/host"}} },
+		{"a tenant policy broken", func(s *isolation.Spec) {
+			s.Tenant = "strict"
+			s.Mounts = []isolation.Mount{{Source: "/", Target: "/host"}}
+		},
 			isolation.ErrDenied, []string{`spec.Mounts[0].Source "/": the tenant may not mount host paths`}},
 		{"negative limits", func(s *isolation.Spec) { s.Limits = isolation.Limits{MemoryBytes: -1, Pids: -2} }, isolation.ErrInvalid, []string{"MemoryBytes is -1", "Pids is -2"}},
 		{"missing mount source", func(s *isolation.Spec) {

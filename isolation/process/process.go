@@ -209,7 +209,7 @@ func (p *Runtime) Start(ctx context.Context, ref isolation.Ref) error {
 	// Stop signals the whole group; and the process dies with the SDK, as
 	// nothing here could find it again.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 2 * time.Second                       // a leftover child holding stdout must not block the exit
+	cmd.WaitDelay = 2 * time.Second // a leftover child holding stdout must not block the exit
 	if err := cmd.Start(); err != nil {
 		_ = logw.Close()
 		return fmt.Errorf("isolation: start %s: %w", ref, err)
