@@ -289,32 +289,26 @@ func (s *badListStore) List(context.Context) ([]workload.Workload, error) {
 // exited while the agent was down, is recorded with its real exit status
 // by the next manager and never run twice.
 func TestExitedWhileDownRecordedNotRerun(t *testing.T) {
-	rt, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
+	inner, err := process.New(process.WithUnsafeRoot(), process.WithLogDir(t.TempDir()))
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = rt.Close() })
+	t.Cleanup(func() { _ = inner.Close() })
+	rt := newFaultRuntime(inner)
 	store := &faultStore{fullStore: workload.NewMemoryStore()}
 	n := newNode(t, nodeOpts{preset: "a40", rt: rt, store: store})
 	ctx := context.Background()
-	job := shJob("short", "sleep 0.3; exit 3")
-	// Every write after the record of the new container fails, as if the
-	// agent died right after the start.
-	events := n.m.Watch(ctx, 0)
-	_, err = n.m.Submit(ctx, job)
+	// Every write from the start on fails, as if the agent died right
+	// after it started the container.
+	rt.set("start", func(context.Context, isolation.Ref) error {
+		store.breakWrites(errors.New("disk full"))
+		return nil
+	})
+	_, err = n.m.Submit(ctx, shJob("short", "sleep 0.3; exit 3"))
 	require.NoError(t, err)
-	for ev := range events {
-		if ev.ID == "short" && ev.Type == workload.EventScheduled {
-			break
-		}
-	}
 	require.Eventually(t, func() bool {
-		w, _ := n.m.Get("short")
-		return w.Attempt == 1
-	}, 5*time.Second, time.Millisecond)
-	store.breakWrites(errors.New("disk full"))
-	require.Eventually(t, func() bool {
-		infos, _ := rt.List(ctx, isolation.Filter{})
+		infos, _ := inner.List(ctx, isolation.Filter{})
 		return len(infos) == 1 && infos[0].State == isolation.StateRunning
 	}, 5*time.Second, time.Millisecond)
+	rt.set("start", nil)
 	n.stop()
 	w, _ := n.m.Get("short")
 	require.Equal(t, workload.StateScheduled, w.State, "the start was never recorded")
