@@ -187,7 +187,9 @@ func terminate(cmd *exec.Cmd, exited chan struct{}) {
 // Config is the configuration file of a daemon whose folder is dir, as
 // Launch writes it: root, state and sockets under dir, the CRI plugin and
 // the snapshotters and tracing a test does not use disabled, and no debug
-// or metrics listener, so daemons of parallel test packages never collide.
+// or metrics listener, so daemons of parallel test packages never collide;
+// content is isolated per namespace, as a node's containerd must be
+// configured (see isolation/containerd).
 func Config(dir string) string {
 	q := strconv.Quote
 	p := paths(dir)
@@ -210,6 +212,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 
 [plugins."io.containerd.internal.v1.opt"]
   path = ` + q(filepath.Join(dir, "opt")) + `
+
+# A namespace sees only the content it brought: one tenant cannot claim
+# another's private image by its digest.
+[plugins."io.containerd.metadata.v1.bolt"]
+  content_sharing_policy = "isolated"
 `
 }
 

@@ -31,6 +31,17 @@
 // see the others, and gets EPERM from the device cgroup for a node
 // smuggled in through a bind mount.
 //
+// # Tenants
+//
+// Every spec is checked against its tenant's policy (WithTenancy; see
+// isolation.TenantPolicy) and given its default limits. Images are the
+// tenant's own: the daemon must keep content per namespace, or one tenant
+// could claim another's private image by its digest alone. Configure it
+// so, as the test harness does:
+//
+//	[plugins."io.containerd.metadata.v1.bolt"]
+//	  content_sharing_policy = "isolated"
+//
 // # Recovery
 //
 // Containers, their labels and their logs live in containerd and on disk,
