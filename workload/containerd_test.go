@@ -243,7 +243,8 @@ func (n *ctrNode) deviceOf(uuid string) gpu.Device {
 }
 
 // nvidiaDevices reads the container's OCI spec from containerd: the
-// NVIDIA device nodes it has and those its device cgroup allows.
+// NVIDIA device nodes it has (made, or bound from the host in a user
+// namespace) and those its device cgroup allows.
 func (n *ctrNode) nvidiaDevices(ref isolation.Ref) (nodes, allowed []string) {
 	n.tb.Helper()
 	c := n.client
@@ -256,6 +257,11 @@ func (n *ctrNode) nvidiaDevices(ref isolation.Ref) (nodes, allowed []string) {
 	for _, d := range spec.Linux.Devices {
 		if d.Major == nvidiaMajor {
 			nodes = append(nodes, d.Path)
+		}
+	}
+	for _, m := range spec.Mounts {
+		if m.Type == "bind" && strings.HasPrefix(m.Destination, "/dev/nvidia") {
+			nodes = append(nodes, m.Destination)
 		}
 	}
 	for _, r := range spec.Linux.Resources.Devices {

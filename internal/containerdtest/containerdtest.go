@@ -113,6 +113,12 @@ func Launch(ctx context.Context, logf func(format string, args ...any)) (*Daemon
 	if err != nil {
 		return nil, fmt.Errorf("containerdtest: temp dir: %w", err)
 	}
+	// Traversable by everyone, as /var/lib and /run are: a container in a
+	// user namespace is a stranger to root and must reach its bundle.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("containerdtest: temp dir: %w", err)
+	}
 	d := paths(dir)
 	config := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(config, []byte(Config(dir)), 0o600); err != nil {

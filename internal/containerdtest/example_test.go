@@ -30,4 +30,9 @@ func ExampleConfig() {
 	//
 	// [plugins."io.containerd.internal.v1.opt"]
 	//   path = "/tmp/ctrd-1/opt"
+	//
+	// # A namespace sees only the content it brought: one tenant cannot claim
+	// # another's private image by its digest.
+	// [plugins."io.containerd.metadata.v1.bolt"]
+	//   content_sharing_policy = "isolated"
 }

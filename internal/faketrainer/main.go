@@ -185,6 +185,11 @@ func train(ctx context.Context, cfg config, out *lineWriter, now func() time.Tim
 		select {
 		case <-ctx.Done():
 			if cfg.partialOnSignal {
+				if lastSaved == step {
+					// No framework saves a step twice: the cut save is
+					// of the next one.
+					step++
+				}
 				p, err := st.savePartial(checkpoint{Step: step, Loss: roundTo(lossAt(step), 4)}, cfg.epochAt(step))
 				if err != nil {
 					return err

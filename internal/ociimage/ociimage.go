@@ -77,6 +77,10 @@ type Spec struct {
 	Env []string
 	// Args are the default arguments after the entrypoint (image Cmd).
 	Args []string
+	// SetuidCopy also puts a copy of the binary owned by root with the
+	// set-user-id bit (mode 4755) at /app/NAME-setuid, for tests that check
+	// a container cannot gain root through one.
+	SetuidCopy bool
 }
 
 // plan is a validated, normalized Spec.
@@ -90,6 +94,7 @@ type plan struct {
 	args    []string
 	files   map[string][]byte // cleaned absolute path -> content
 	binPath string            // absolute path of the binary in the image
+	setuid  bool
 }
 
 var (
@@ -107,7 +112,7 @@ func (s Spec) validate() (plan, error) {
 	bad := func(format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...))
 	}
-	p := plan{pkg: s.Package, user: s.User, args: append([]string(nil), s.Args...)}
+	p := plan{pkg: s.Package, user: s.User, args: append([]string(nil), s.Args...), setuid: s.SetuidCopy}
 
 	switch {
 	case s.Package == "":
@@ -177,7 +182,7 @@ func (s Spec) validate() (plan, error) {
 		case hasDotDot(k):
 			bad("file path %q leaves the image root", k)
 			continue
-		case clean == p.binPath:
+		case clean == p.binPath || (p.setuid && clean == p.binPath+"-setuid"):
 			bad("file path %q would replace the binary", k)
 			continue
 		}
@@ -487,6 +492,9 @@ func buildLayer(p plan, bin []byte) ([]byte, error) {
 		"etc/group":  {mode: 0o644, data: []byte("root:x:0:\nnogroup:x:65534:\n")},
 	}
 	ents[strings.TrimPrefix(p.binPath, "/")] = entry{mode: 0o755, data: bin}
+	if p.setuid {
+		ents[strings.TrimPrefix(p.binPath, "/")+"-setuid"] = entry{mode: 0o4755, data: bin}
+	}
 	for f, data := range p.files {
 		rel := strings.TrimPrefix(f, "/")
 		ents[rel] = entry{mode: 0o644, data: data}

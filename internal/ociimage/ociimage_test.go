@@ -423,3 +423,20 @@ func Example() {
 	// Output:
 	// index.json names gpufarm.test/fakeminer:latest
 }
+
+// A setuid copy is the same binary, owned by root with the set-user-id bit.
+func TestBuildSetuidCopy(t *testing.T) {
+	spec := minerSpec()
+	spec.SetuidCopy = true
+	var buf bytes.Buffer
+	require.NoError(t, ociimage.Build(context.Background(), spec, &buf))
+	img := decode(t, buf.Bytes())
+	e, ok := img.layer["app/fakeminer-setuid"]
+	require.True(t, ok)
+	assert.Equal(t, int64(0o4755), e.hdr.Mode, "mode %o", e.hdr.Mode)
+	assert.Zero(t, e.hdr.Uid)
+	assert.Equal(t, img.layer["app/fakeminer"].data, e.data)
+
+	spec.Files = map[string][]byte{"/app/fakeminer-setuid": []byte("x")}
+	assert.ErrorIs(t, ociimage.Build(context.Background(), spec, &bytes.Buffer{}), ociimage.ErrInvalid)
+}

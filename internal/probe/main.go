@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -31,7 +30,7 @@ type Report struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe report|sleep|ignore-term|alloc|spam|exit")
+		fmt.Fprintln(os.Stderr, "usage: probe report|sleep|ignore-term|alloc|spam|exit|try|whoami|pause")
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -79,6 +78,14 @@ func main() {
 		}
 		_ = w.Flush()
 		if *then {
+			time.Sleep(time.Hour)
+		}
+	case "try":
+		try(args)
+	case "whoami":
+		fmt.Printf("euid=%d\n", os.Geteuid())
+	case "pause":
+		for {
 			time.Sleep(time.Hour)
 		}
 	case "exit":
@@ -144,22 +151,4 @@ func report(open, write []string) {
 	}
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
-}
-
-// errName gives the errno's name (ENXIO, EPERM, ...), "ok" or the error text.
-func errName(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		names := map[syscall.Errno]string{
-			syscall.ENXIO: "ENXIO", syscall.ENODEV: "ENODEV", syscall.EPERM: "EPERM", syscall.EACCES: "EACCES",
-			syscall.ENOENT: "ENOENT", syscall.EROFS: "EROFS", syscall.EISDIR: "EISDIR",
-		}
-		if n, ok := names[errno]; ok {
-			return n
-		}
-	}
-	return err.Error()
 }

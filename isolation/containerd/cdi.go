@@ -179,3 +179,24 @@ func (r *CDIRegistry) WithDevices(names ...string) oci.SpecOpts {
 		return r.Inject(s, names...)
 	}
 }
+
+// hostPaths maps the container path of every device node the named
+// devices inject to the node on the host, for a user namespace, where
+// the nodes are bound from the host rather than made.
+func (r *CDIRegistry) hostPaths(names ...string) map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]string{}
+	add := func(nodes []*cdispec.DeviceNode) {
+		for _, n := range nodes {
+			out[n.Path] = cmp.Or(n.HostPath, n.Path)
+		}
+	}
+	for _, name := range names {
+		if dev := r.cache.GetDevice(name); dev != nil {
+			add(dev.ContainerEdits.DeviceNodes)
+			add(dev.GetSpec().ContainerEdits.DeviceNodes)
+		}
+	}
+	return out
+}

@@ -403,7 +403,16 @@ func TestLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	diffIDs, err := img.RootFS(nctx)
 	require.NoError(t, err)
-	require.NoError(t, f.client.SnapshotService("overlayfs").Remove(nctx, identity.ChainID(diffIDs).String()))
+	sn, chainID := f.client.SnapshotService("overlayfs"), identity.ChainID(diffIDs).String()
+	var remapped []string // the tenant's copy for its user namespace goes first
+	require.NoError(t, sn.Walk(nctx, func(_ context.Context, i snapshots.Info) error {
+		remapped = append(remapped, i.Name)
+		return nil
+	}, "parent=="+chainID))
+	for _, k := range remapped {
+		require.NoError(t, sn.Remove(nctx, k))
+	}
+	require.NoError(t, sn.Remove(nctx, chainID))
 	info, err = f.rt.Create(c, isolation.Spec{ID: "life-2", Tenant: "life", Image: probeRef})
 	require.NoError(t, err)
 	require.NoError(t, f.rt.Delete(c, info.Ref))

@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -87,9 +88,18 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 	if err != nil {
 		return isolation.Info{}, err
 	}
+	var idBase uint32 // the tenant's host ids; 0 without user namespaces
+	if r.opts.userns {
+		if idBase, err = r.tenantIDBase(nctx, s.Tenant); err != nil {
+			return isolation.Info{}, err
+		}
+		if err := giveMounts(s, idBase); err != nil {
+			return isolation.Info{}, err
+		}
+	}
 	// The whole OCI spec, CDI edits included, is built before anything
 	// exists, so its errors (a device node missing on the host) cost nothing.
-	ociSpec, err := r.buildSpec(nctx, s, meta.config)
+	ociSpec, err := r.buildSpec(nctx, s, meta.config, idBase)
 	if err != nil {
 		return isolation.Info{}, err
 	}
@@ -97,8 +107,11 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 	if s.Limits.MemoryBytes > 0 {
 		labels[labelMemory] = strconv.FormatInt(s.Limits.MemoryBytes, 10)
 	}
+	if idBase > 0 {
+		labels[labelIDBase] = strconv.FormatUint(uint64(idBase), 10)
+	}
 
-	ctr, err := r.newContainer(nctx, s, ociSpec, meta, img, labels)
+	ctr, err := r.newContainer(nctx, s, ociSpec, meta, img, labels, idBase)
 	if errdefs.IsNotFound(err) {
 		// The image's unpacked layers went away since they were cached
 		// (images pruned): unpack again, once.
@@ -106,7 +119,7 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 		if meta, err = r.imageMeta(nctx, img); err != nil {
 			return isolation.Info{}, err
 		}
-		ctr, err = r.newContainer(nctx, s, ociSpec, meta, img, labels)
+		ctr, err = r.newContainer(nctx, s, ociSpec, meta, img, labels, idBase)
 	}
 	if errdefs.IsAlreadyExists(err) {
 		return isolation.Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID: %w", isolation.ErrExists, ref, err)
@@ -124,15 +137,19 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 // newContainer makes the snapshot and the container under a lease; on
 // failure it deletes the lease synchronously, which collects the snapshot
 // if it was made.
-func (r *Runtime) newContainer(ctx context.Context, s isolation.Spec, ociSpec *oci.Spec, meta imageMeta, img images.Image, labels map[string]string) (ctrd.Container, error) {
+func (r *Runtime) newContainer(ctx context.Context, s isolation.Spec, ociSpec *oci.Spec, meta imageMeta, img images.Image, labels map[string]string, idBase uint32) (ctrd.Container, error) {
 	ls := r.client.LeasesService()
 	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(createLeaseExpiry),
 		leases.WithLabel(leaseLabel, s.ID))
 	if err != nil {
 		return nil, err
 	}
+	snapshot := r.withSnapshot(s.ID, meta.chainID, img.Name)
+	if idBase > 0 {
+		snapshot = r.withRemappedSnapshot(s.ID, meta, img.Name, idBase)
+	}
 	ctr, err := r.client.NewContainer(leases.WithLease(ctx, lease.ID), s.ID,
-		r.withSnapshot(s.ID, meta.chainID, img.Name),
+		snapshot,
 		ctrd.WithSpec(ociSpec),
 		ctrd.WithRuntime(r.opts.runtimeName, nil),
 		ctrd.WithContainerLabels(labels),
@@ -171,8 +188,9 @@ func (r *Runtime) withSnapshot(key, parent, image string) ctrd.NewContainerOpts 
 // imageMeta is what Create needs of an image, cached by namespace and
 // manifest digest: an image's content never changes under its digest.
 type imageMeta struct {
-	config  imagespec.ImageConfig
-	chainID string
+	config       imagespec.ImageConfig
+	configDigest digest.Digest
+	chainID      string
 }
 
 func imageKey(ctx context.Context, img images.Image) string {
@@ -212,7 +230,7 @@ func (r *Runtime) loadImageMeta(ctx context.Context, key string, i images.Image)
 	ctx, cancel := context.WithTimeout(ctx, unpackTimeout)
 	defer cancel()
 	img := ctrd.NewImage(r.client, i)
-	cfg, err := imageConfig(ctx, img)
+	cfg, cfgDigest, err := imageConfig(ctx, img)
 	if err != nil {
 		return imageMeta{}, mapErr(err, "read the config of image %q", i.Name)
 	}
@@ -229,7 +247,7 @@ func (r *Runtime) loadImageMeta(ctx context.Context, key string, i images.Image)
 			return imageMeta{}, mapErr(err, "unpack image %q", i.Name)
 		}
 	}
-	m := imageMeta{config: cfg, chainID: identity.ChainID(diffIDs).String()}
+	m := imageMeta{config: cfg, configDigest: cfgDigest, chainID: identity.ChainID(diffIDs).String()}
 	r.imagesMu.Lock()
 	r.images[key] = m
 	r.imagesMu.Unlock()
@@ -246,7 +264,6 @@ func (r *Runtime) forgetImage(ctx context.Context, img images.Image) {
 	r.imagesMu.Unlock()
 }
 
-// withUUIDs fills the empty UUIDs the CDI specs tell, on a copy.
 // resolveGPUs gives each GPU the UUID its CDI name resolves to, expands a
 // name that stands for several GPUs ("all") into their UUID names, and
 // refuses a UUID the caller gave that is not the one the name resolves

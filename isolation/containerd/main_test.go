@@ -63,7 +63,7 @@ func (s *imageSet) tar(t testing.TB, ref string) string {
 			trainerRef: "github.com/gpufarm/gpufarm/internal/faketrainer",
 		} {
 			p := filepath.Join(s.dir, filepath.Base(pkg)+".tar")
-			if s.err = ociimage.BuildFile(ctx, ociimage.Spec{Package: pkg, Ref: ref}, p); s.err != nil {
+			if s.err = ociimage.BuildFile(ctx, ociimage.Spec{Package: pkg, Ref: ref, SetuidCopy: true}, p); s.err != nil {
 				return
 			}
 			s.tars[ref] = p

@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/gpufarm/gpufarm/isolation"
 	"path/filepath"
 	"strconv"
+
+	"github.com/gpufarm/gpufarm/isolation"
 
 	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
@@ -14,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/opencontainers/go-digest"
 	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -31,10 +33,15 @@ func withoutLabels(keys ...string) ctrd.UpdateContainerOpts {
 
 // buildSpec makes the complete OCI runtime spec of a defaulted isolation.Spec. ctx
 // carries the tenant's namespace.
-func (r *Runtime) buildSpec(ctx context.Context, s isolation.Spec, cfg imagespec.ImageConfig) (*oci.Spec, error) {
+func (r *Runtime) buildSpec(ctx context.Context, s isolation.Spec, cfg imagespec.ImageConfig, idBase uint32) (*oci.Spec, error) {
 	opts := append(securityOpts(s, cfg),
 		// CDI last but seccomp: its env, mounts and hooks must not be reset after it.
 		r.cdi.WithDevices(s.DeviceNames()...),
+	)
+	if idBase > 0 {
+		opts = append(opts, withUserNamespace(idBase, r.cdi.hostPaths(s.DeviceNames()...)))
+	}
+	opts = append(opts,
 		// The default profile allows syscalls by the capabilities the spec
 		// holds, so it comes after they are all dropped.
 		seccomp.WithDefaultProfile(),
@@ -48,20 +55,20 @@ func (r *Runtime) buildSpec(ctx context.Context, s isolation.Spec, cfg imagespec
 
 // imageConfig reads the image's config without mounting its root
 // filesystem (oci.WithImageConfig would, to read /etc/group).
-func imageConfig(ctx context.Context, img ctrd.Image) (imagespec.ImageConfig, error) {
+func imageConfig(ctx context.Context, img ctrd.Image) (imagespec.ImageConfig, digest.Digest, error) {
 	desc, err := img.Config(ctx)
 	if err != nil {
-		return imagespec.ImageConfig{}, err
+		return imagespec.ImageConfig{}, "", err
 	}
 	b, err := content.ReadBlob(ctx, img.ContentStore(), desc)
 	if err != nil {
-		return imagespec.ImageConfig{}, err
+		return imagespec.ImageConfig{}, "", err
 	}
 	var i imagespec.Image
 	if err := json.Unmarshal(b, &i); err != nil {
-		return imagespec.ImageConfig{}, fmt.Errorf("decode image config: %w", err)
+		return imagespec.ImageConfig{}, "", fmt.Errorf("decode image config: %w", err)
 	}
-	return i.Config, nil
+	return i.Config, desc.Digest, nil
 }
 
 // securityOpts are the spec options of everything but CDI and seccomp,

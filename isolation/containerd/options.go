@@ -3,11 +3,12 @@ package containerd
 import (
 	"errors"
 	"fmt"
-	"github.com/gpufarm/gpufarm/isolation"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/gpufarm/gpufarm/isolation"
 
 	ctrd "github.com/containerd/containerd/v2/client"
 )
@@ -41,6 +42,7 @@ type options struct {
 	snapshotter string
 	runtimeName string
 	tenancy     isolation.Tenancy
+	userns      bool
 }
 
 // buildOptions applies opts over the defaults and reports every bad value
@@ -49,6 +51,7 @@ func buildOptions(opts []Option) (options, error) {
 	o := options{
 		address:     DefaultAddress,
 		tenancy:     isolation.DefaultTenancy(isolation.DefaultMiningTenant),
+		userns:      true,
 		logDir:      DefaultLogDir,
 		logCap:      DefaultLogCapBytes,
 		logEvery:    DefaultLogCheckInterval,
@@ -95,6 +98,12 @@ func buildOptions(opts []Option) (options, error) {
 // fills in the policy's default limits. The default is
 // isolation.DefaultTenancy(isolation.DefaultMiningTenant).
 func WithTenancy(t isolation.Tenancy) Option { return func(o *options) { o.tenancy = t } }
+
+// WithUserNamespaces runs each tenant's containers in a user namespace of
+// their own, with a range of host ids no other tenant has (default on).
+// Off, every tenant runs as the same host user (nobody): only for kernels
+// without user namespaces.
+func WithUserNamespaces(on bool) Option { return func(o *options) { o.userns = on } }
 
 // WithAddress is containerd's socket; DefaultAddress when not given.
 func WithAddress(address string) Option { return func(o *options) { o.address = address } }

@@ -32,6 +32,8 @@ type Runtime struct {
 
 	staleLease time.Duration // a create lease older than this is an interrupted Create's
 
+	ids idRanges // the host ids of each tenant's user namespace
+
 	imagesMu sync.Mutex
 	images   map[string]imageMeta
 	unpacks  singleflight.Group // one read and unpack per image at a time

@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/gpufarm/gpufarm/isolation"
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/gpufarm/gpufarm/isolation"
 
 	"golang.org/x/sys/unix"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"

@@ -2,6 +2,12 @@ package containerd_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -14,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
 
 // TestImagesArePrivateToTheirTenant: an image one tenant imported cannot be
@@ -67,4 +74,78 @@ func TestImagesArePrivateToTheirTenant(t *testing.T) {
 	infos, err := f.rt.List(c, isolation.Filter{Tenant: "thief"})
 	require.NoError(t, err)
 	assert.Empty(t, infos, "no container was made")
+}
+
+// hostUID is the host uid a container's first process runs as.
+func (f *fixture) hostUID(t *testing.T, ref isolation.Ref) uint32 {
+	t.Helper()
+	nctx := namespaces.WithNamespace(ctx(t), isolation.Namespace(ref.Tenant))
+	ctr, err := f.client.LoadContainer(nctx, ref.ID)
+	require.NoError(t, err)
+	task, err := ctr.Task(nctx, nil)
+	require.NoError(t, err)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", task.Pid()))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uid, err := strconv.ParseUint(strings.Fields(rest)[1], 10, 32) // effective
+			require.NoError(t, err)
+			return uint32(uid)
+		}
+	}
+	t.Fatalf("no Uid line in the status of %s", ref)
+	return 0
+}
+
+// owner is the host uid that owns path.
+func owner(t *testing.T, path string) uint32 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	return fi.Sys().(*syscall.Stat_t).Uid
+}
+
+// TestTenantsHaveTheirOwnHostIDs: containers of different tenants run as
+// different host users, from ranges no other tenant has; what a tenant
+// writes to its mount is owned by it on the host; a tenant cannot mount
+// what another owns; the ranges survive a restart of the runtime.
+func TestTenantsHaveTheirOwnHostIDs(t *testing.T) {
+	f := newFixture(t)
+	uids, dirs := map[string]uint32{}, map[string]string{}
+	for _, tenant := range []string{"ids-a", "ids-b"} {
+		f.importImage(t, tenant, probeRef)
+		dirs[tenant] = t.TempDir()
+		spec := isolation.Spec{ID: "sleeper", Tenant: tenant, Image: probeRef, Args: []string{"sleep"},
+			Mounts: []isolation.Mount{{Source: dirs[tenant], Target: "/data"}}}
+		ref := f.start(t, spec)
+		f.waitOutput(t, ref, "sleeping")
+		uids[tenant] = f.hostUID(t, ref)
+		t.Logf("tenant %s: uid 65534 inside is host uid %d", tenant, uids[tenant])
+
+		spec.ID, spec.Args = "writer", []string{"try", "write", "/data/secret"}
+		es, out := f.run(t, spec)
+		require.Zero(t, es.Code, out)
+		assert.Contains(t, out, `"result":"ok"`)
+		assert.Equal(t, uids[tenant], owner(t, filepath.Join(dirs[tenant], "secret")), "the file is the tenant's on the host")
+	}
+	assert.NotEqual(t, uids["ids-a"], uids["ids-b"])
+	for tenant, uid := range uids {
+		assert.GreaterOrEqual(t, uid, uint32(containerd.IDBase), "tenant %s is nobody else on the host", tenant)
+		assert.NotEqual(t, uint32(65534), uid, "tenant %s is not the host's nobody", tenant)
+	}
+
+	// Tenant b asks for a's folder: refused before anything is made.
+	_, err := f.rt.Create(ctx(t), isolation.Spec{ID: "thief", Tenant: "ids-b", Image: probeRef, Args: []string{"report"},
+		Mounts: []isolation.Mount{{Source: dirs["ids-a"], Target: "/data", ReadOnly: true}}})
+	require.ErrorIs(t, err, isolation.ErrDenied)
+	assert.Contains(t, err.Error(), "belongs to another tenant")
+	_, err = f.rt.Inspect(ctx(t), isolation.Ref{Tenant: "ids-b", ID: "thief"})
+	assert.ErrorIs(t, err, isolation.ErrNotFound)
+
+	// A new runtime, as after an upgrade of the SDK, keeps the ranges.
+	rt := f.newRuntime(t)
+	f.rt = rt
+	ref := f.start(t, isolation.Spec{ID: "again", Tenant: "ids-a", Image: probeRef, Args: []string{"sleep"}})
+	f.waitOutput(t, ref, "sleeping")
+	assert.Equal(t, uids["ids-a"], f.hostUID(t, ref))
 }
