@@ -3,6 +3,7 @@ package isolation
 import (
 	"context"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,6 +80,9 @@ type Info struct {
 	Exit *ExitStatus
 	// LogPath is the file the container's stdout and stderr go to.
 	LogPath string
+	// Address is the container's address on its tenant network
+	// (NetworkBridge), once its task was made; the zero Addr otherwise.
+	Address netip.Addr
 }
 
 // Filter selects containers for List. The zero Filter selects all of

@@ -74,6 +74,8 @@ type Daemon struct {
 
 	config string
 	logf   func(format string, args ...any)
+	net    TenantNetwork
+	netMu  *os.File // holds the network's index while the daemon lives
 
 	mu       sync.Mutex // guards cmd and exited, which Restart replaces
 	cmd      *exec.Cmd
@@ -126,6 +128,10 @@ func Launch(ctx context.Context, logf func(format string, args ...any)) (*Daemon
 		return nil, fmt.Errorf("containerdtest: write config: %w", err)
 	}
 	d.config, d.logf = config, logf
+	if d.net, d.netMu, err = takeNetwork(dir); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	if err := d.run(ctx); err != nil {
 		_ = d.Stop()
 		return nil, err
@@ -318,6 +324,10 @@ func (d *Daemon) stop() error {
 	}
 	for _, pid := range d.shimPIDs() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	d.removeBridges()
+	if d.netMu != nil {
+		_ = d.netMu.Close()
 	}
 	for _, m := range mountsUnder(d.Dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {

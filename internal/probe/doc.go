@@ -12,6 +12,7 @@
 //	probe exit -code N                            exit with code N
 //	probe whoami                                  print "euid=N"
 //	probe pause                                   sleep until killed
+//	probe listen [-addr :8080]                    accept TCP connections, greet and close each
 //	probe try ATTEMPT [ARGS]                      one JSON line: an attempt to break out and how it ended
 //
 // The attempts of probe try:

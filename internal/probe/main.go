@@ -30,7 +30,7 @@ type Report struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe report|sleep|ignore-term|alloc|spam|exit|try|whoami|pause")
+		fmt.Fprintln(os.Stderr, "usage: probe report|sleep|ignore-term|alloc|spam|exit|try|whoami|pause|listen")
 		os.Exit(2)
 	}
 	cmd, args := os.Args[1], os.Args[2:]
@@ -84,6 +84,10 @@ func main() {
 		try(args)
 	case "whoami":
 		fmt.Printf("euid=%d\n", os.Geteuid())
+	case "listen":
+		addr := fs.String("addr", ":8080", "TCP address to accept connections on")
+		_ = fs.Parse(args)
+		listen(*addr)
 	case "pause":
 		for {
 			time.Sleep(time.Hour)
@@ -151,4 +155,23 @@ func report(open, write []string) {
 	}
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
+}
+
+// listen accepts connections on addr and closes each after a greeting.
+func listen(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("listening on", l.Addr())
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Fprintln(c, "hello from the probe")
+		_ = c.Close()
+	}
 }

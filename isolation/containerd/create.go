@@ -59,6 +59,11 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 		problems = append(problems, err)
 	}
 	ref := isolation.Ref{Tenant: s.Tenant, ID: s.ID}
+	if s.Network == isolation.NetworkBridge {
+		if err := r.net.available(); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	var img images.Image
 	if isolation.ValidateTenant(s.Tenant) == nil {
 		nctx := namespaces.WithNamespace(ctx, isolation.Namespace(s.Tenant))
@@ -88,18 +93,20 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 	if err != nil {
 		return isolation.Info{}, err
 	}
-	var idBase uint32 // the tenant's host ids; 0 without user namespaces
+	slot, err := r.tenantSlot(nctx, s.Tenant)
+	if err != nil {
+		return isolation.Info{}, err
+	}
+	var ids uint32 // the tenant's first host id; 0 without user namespaces
 	if r.opts.userns {
-		if idBase, err = r.tenantIDBase(nctx, s.Tenant); err != nil {
-			return isolation.Info{}, err
-		}
-		if err := giveMounts(s, idBase); err != nil {
+		ids = idBase(slot)
+		if err := giveMounts(s, ids); err != nil {
 			return isolation.Info{}, err
 		}
 	}
 	// The whole OCI spec, CDI edits included, is built before anything
 	// exists, so its errors (a device node missing on the host) cost nothing.
-	ociSpec, err := r.buildSpec(nctx, s, meta.config, idBase)
+	ociSpec, err := r.buildSpec(nctx, s, meta.config, ids)
 	if err != nil {
 		return isolation.Info{}, err
 	}
@@ -107,11 +114,11 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 	if s.Limits.MemoryBytes > 0 {
 		labels[labelMemory] = strconv.FormatInt(s.Limits.MemoryBytes, 10)
 	}
-	if idBase > 0 {
-		labels[labelIDBase] = strconv.FormatUint(uint64(idBase), 10)
+	if s.Network == isolation.NetworkBridge {
+		labels[labelNetwork] = string(isolation.NetworkBridge)
 	}
 
-	ctr, err := r.newContainer(nctx, s, ociSpec, meta, img, labels, idBase)
+	ctr, err := r.newContainer(nctx, s, ociSpec, meta, img, labels, ids)
 	if errdefs.IsNotFound(err) {
 		// The image's unpacked layers went away since they were cached
 		// (images pruned): unpack again, once.
@@ -119,7 +126,7 @@ func (r *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 		if meta, err = r.imageMeta(nctx, img); err != nil {
 			return isolation.Info{}, err
 		}
-		ctr, err = r.newContainer(nctx, s, ociSpec, meta, img, labels, idBase)
+		ctr, err = r.newContainer(nctx, s, ociSpec, meta, img, labels, ids)
 	}
 	if errdefs.IsAlreadyExists(err) {
 		return isolation.Info{}, fmt.Errorf("%w: container %s: delete it or choose another ID: %w", isolation.ErrExists, ref, err)

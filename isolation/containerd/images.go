@@ -187,6 +187,9 @@ func (r *Runtime) dropNamespace(ctx context.Context, tenant string, existed bool
 	}
 	ctx = context.WithoutCancel(ctx)
 	ns := isolation.Namespace(tenant)
+	r.slots.mu.Lock()
+	delete(r.slots.known, ns)
+	r.slots.mu.Unlock()
 	// The lease of a failed pull or import may still be going away.
 	for i := 0; i < 10; i++ {
 		err := r.client.NamespaceService().Delete(ctx, ns)

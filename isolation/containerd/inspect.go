@@ -36,6 +36,9 @@ func (r *Runtime) info(ctx context.Context, ref isolation.Ref, ctr ctrd.Containe
 	}
 	info := isolation.InfoFromLabels(ref, c.Labels)
 	info.CreatedAt, info.LogPath = c.CreatedAt, r.logPath(ref)
+	if c.Labels[labelNetwork] == string(isolation.NetworkBridge) {
+		info.Address = r.net.address(ref)
+	}
 	ts, err := r.taskState(ctx, ref.ID)
 	if err != nil || !ts.exists {
 		return info, err

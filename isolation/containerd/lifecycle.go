@@ -69,6 +69,9 @@ func (r *Runtime) newTask(ctx context.Context, ctr ctrd.Container, ref isolation
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, nil, fmt.Errorf("isolation: log dir: %w", err)
 	}
+	if err := r.attach(ctx, ctr, ref); err != nil {
+		return nil, nil, err
+	}
 	task, err := ctr.NewTask(ctx, cio.LogFile(path))
 	if !errdefs.IsAlreadyExists(err) {
 		return task, nil, err
@@ -78,6 +81,28 @@ func (r *Runtime) newTask(ctx context.Context, ctr ctrd.Container, ref isolation
 		return nil, nil, err
 	}
 	return nil, &ts, nil
+}
+
+// attach puts a container of the tenant network on it before its task is
+// made (the task joins the namespace), unless it is there already.
+func (r *Runtime) attach(ctx context.Context, ctr ctrd.Container, ref isolation.Ref) error {
+	c, err := ctr.Info(ctx, ctrd.WithoutRefreshedMetadata)
+	if err != nil {
+		return mapErr(err, "container %s", ref)
+	}
+	if c.Labels[labelNetwork] != string(isolation.NetworkBridge) {
+		return nil
+	}
+	slot, err := r.tenantSlot(ctx, ref.Tenant)
+	if err != nil {
+		return err
+	}
+	addr, err := r.net.attach(ctx, ref, slot, r.tenantSubnet(slot))
+	if err != nil {
+		return err
+	}
+	r.log.Debug("container on the tenant network", "container", ref.String(), "address", addr, "bridge", r.net.bridge(slot))
+	return nil
 }
 
 // Start starts a created container, or restarts a stopped one. Its output
@@ -379,6 +404,15 @@ func (r *Runtime) Delete(ctx context.Context, ref isolation.Ref) error {
 	c, err := ctr.Info(nctx, ctrd.WithoutRefreshedMetadata)
 	if err != nil {
 		return mapErr(err, "container %s", ref)
+	}
+	if c.Labels[labelNetwork] == string(isolation.NetworkBridge) {
+		slot, err := r.tenantSlot(nctx, ref.Tenant)
+		if err != nil {
+			return err
+		}
+		if err := r.net.detach(nctx, ref, slot, r.tenantSubnet(slot)); err != nil {
+			return err
+		}
 	}
 	if err := r.client.ContainerService().Delete(nctx, ref.ID); err != nil {
 		return mapErr(err, "delete %s", ref)

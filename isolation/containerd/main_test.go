@@ -115,6 +115,7 @@ func newFixture(t testing.TB, extra ...containerd.Option) *fixture {
 		containerd.WithLogDir(f.logDir),
 		containerd.WithCDISpecDirs(f.cdi.SpecDir),
 		containerd.WithLogger(logger),
+		containerd.WithNetwork(testNetwork(d)),
 	}, extra...)
 	// Registered before any container's cleanup, so it runs after them all.
 	t.Cleanup(func() {
@@ -124,6 +125,13 @@ func newFixture(t testing.TB, extra ...containerd.Option) *fixture {
 	})
 	f.rt = f.newRuntime(t)
 	return f
+}
+
+// testNetwork is the daemon's own tenant network.
+func testNetwork(d *containerdtest.Daemon) containerd.NetworkConfig {
+	n := d.Network()
+	return containerd.NetworkConfig{Subnet: n.Subnet, BridgePrefix: n.BridgePrefix,
+		PluginDirs: containerd.DefaultCNIPluginDirs(), StateDir: n.StateDir}
 }
 
 // testTenancy lets the tests' tenants mount the temp dir, writable, and use

@@ -34,7 +34,13 @@ func withoutLabels(keys ...string) ctrd.UpdateContainerOpts {
 // buildSpec makes the complete OCI runtime spec of a defaulted isolation.Spec. ctx
 // carries the tenant's namespace.
 func (r *Runtime) buildSpec(ctx context.Context, s isolation.Spec, cfg imagespec.ImageConfig, idBase uint32) (*oci.Spec, error) {
-	opts := append(securityOpts(s, cfg),
+	opts := securityOpts(s, cfg)
+	if s.Network == isolation.NetworkBridge {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{
+			Type: specs.NetworkNamespace, Path: r.net.nsPath(isolation.Ref{Tenant: s.Tenant, ID: s.ID}),
+		}), oci.WithHostResolvconf)
+	}
+	opts = append(opts,
 		// CDI last but seccomp: its env, mounts and hooks must not be reset after it.
 		r.cdi.WithDevices(s.DeviceNames()...),
 	)

@@ -43,6 +43,7 @@ type options struct {
 	runtimeName string
 	tenancy     isolation.Tenancy
 	userns      bool
+	network     NetworkConfig
 }
 
 // buildOptions applies opts over the defaults and reports every bad value
@@ -52,6 +53,7 @@ func buildOptions(opts []Option) (options, error) {
 		address:     DefaultAddress,
 		tenancy:     isolation.DefaultTenancy(isolation.DefaultMiningTenant),
 		userns:      true,
+		network:     DefaultNetworkConfig(),
 		logDir:      DefaultLogDir,
 		logCap:      DefaultLogCapBytes,
 		logEvery:    DefaultLogCheckInterval,
@@ -86,6 +88,9 @@ func buildOptions(opts []Option) (options, error) {
 	}
 	if err := o.tenancy.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("WithTenancy: %w", err))
+	}
+	for _, p := range o.network.validate() {
+		bad("WithNetwork: %s", p)
 	}
 	if o.runtimeName == "" {
 		bad("WithRuntimeName(\"\"): name a runtime (the default is %s)", DefaultRuntimeName)

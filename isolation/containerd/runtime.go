@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -32,7 +33,8 @@ type Runtime struct {
 
 	staleLease time.Duration // a create lease older than this is an interrupted Create's
 
-	ids idRanges // the host ids of each tenant's user namespace
+	slots slots // each tenant's host ids and network
+	net   *network
 
 	imagesMu sync.Mutex
 	images   map[string]imageMeta
@@ -79,7 +81,8 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{opts: o, log: o.logger, done: make(chan struct{}), client: o.client, images: map[string]imageMeta{},
-		staleLease: time.Minute, stopHook: func(string) {}}
+		staleLease: time.Minute, stopHook: func(string) {}, net: newNetwork(o.network)}
+	r.slots.known = map[string]int{}
 	if r.client == nil {
 		if _, err := os.Stat(o.address); err != nil && !strings.Contains(o.address, "://") {
 			return nil, fmt.Errorf("%w: no containerd socket at %s (is containerd running? is the address right?): %w", isolation.ErrUnavailable, o.address, err)
@@ -122,15 +125,19 @@ func (r *Runtime) closeClient() {
 	}
 }
 
-// Close stops the log cap enforcement and closes the connection it
+// Close stops the log cap enforcement, removes the tenant network's
+// firewall if no container is on it, and closes the connection it
 // dialled. Containers keep running. It is idempotent.
 func (r *Runtime) Close() error {
 	var err error
 	r.closeOnce.Do(func() {
 		close(r.done)
 		r.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), networkTimeout)
+		defer cancel()
+		err = r.net.removeFirewall(ctx)
 		if r.ownsClient {
-			err = r.client.Close()
+			err = errors.Join(err, r.client.Close())
 		}
 	})
 	return err

@@ -4,9 +4,7 @@ package containerd
 // gids 0 to 65535 inside map to a range of host ids that belongs to the
 // tenant alone, so two tenants never share a host identity (files one
 // writes to shared storage are not the other's), and root inside, where a
-// policy allows it, is nobody outside. The range is given when the tenant
-// first runs a container and kept in a label of its containerd namespace,
-// so it survives restarts of the SDK and of containerd.
+// policy allows it, is nobody outside.
 
 import (
 	"cmp"
@@ -16,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"syscall"
 
@@ -38,78 +35,10 @@ const (
 	IDBase = 1 << 24
 	// IDsPerTenant is the size of a tenant's range: ids 0 to 65535 inside.
 	IDsPerTenant = 1 << 16
-	// labelIDBase, on a tenant's containerd namespace, is the first host
-	// id of its range.
-	labelIDBase = isolation.LabelPrefix + "id-base"
 )
 
-// idRanges gives tenants their host id ranges, one at a time.
-type idRanges struct {
-	mu     sync.Mutex
-	remaps sync.Map // remapped snapshot key -> *sync.Mutex: one remap at a time
-}
-
-// tenantIDBase returns the first host id of the tenant's range, giving it
-// one the first time. ctx carries the tenant's namespace.
-func (r *Runtime) tenantIDBase(ctx context.Context, tenant string) (uint32, error) {
-	ns := isolation.Namespace(tenant)
-	nss := r.client.NamespaceService()
-	if base, ok, err := r.idBaseOf(ctx, ns); err != nil || ok {
-		return base, err
-	}
-	r.ids.mu.Lock()
-	defer r.ids.mu.Unlock()
-	if base, ok, err := r.idBaseOf(ctx, ns); err != nil || ok {
-		return base, err // another Create gave it meanwhile
-	}
-	all, err := nss.List(ctx)
-	if err != nil {
-		return 0, mapErr(err, "list namespaces")
-	}
-	used := map[uint32]bool{}
-	for _, other := range all {
-		if b, ok, _ := r.idBaseOf(ctx, other); ok {
-			used[b] = true
-		}
-	}
-	base := uint32(IDBase)
-	for used[base] {
-		base += IDsPerTenant
-		if base < IDBase { // wrapped: 255 tenants fit below 2^32
-			return 0, fmt.Errorf("%w: no host id range left for tenant %q", isolation.ErrUnavailable, tenant)
-		}
-	}
-	value := strconv.FormatUint(uint64(base), 10)
-	err = nss.Create(ctx, ns, map[string]string{labelIDBase: value})
-	if errdefs.IsAlreadyExists(err) {
-		err = nss.SetLabel(ctx, ns, labelIDBase, value)
-	}
-	if err != nil {
-		return 0, mapErr(err, "give tenant %q its host ids", tenant)
-	}
-	r.log.Info("tenant given its host ids", "tenant", tenant, "first", base, "count", IDsPerTenant)
-	return base, nil
-}
-
-// idBaseOf reads the id range a namespace was given.
-func (r *Runtime) idBaseOf(ctx context.Context, ns string) (uint32, bool, error) {
-	labels, err := r.client.NamespaceService().Labels(ctx, ns)
-	if errdefs.IsNotFound(err) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, mapErr(err, "labels of namespace %s", ns)
-	}
-	v, ok := labels[labelIDBase]
-	if !ok {
-		return 0, false, nil
-	}
-	b, err := strconv.ParseUint(v, 10, 32)
-	if err != nil {
-		return 0, false, fmt.Errorf("%w: namespace %s has a broken %s label %q: remove it", isolation.ErrInvalid, ns, labelIDBase, v)
-	}
-	return uint32(b), true, nil
-}
+// idBase is the first host id of a tenant slot's range.
+func idBase(slot int) uint32 { return IDBase + uint32(slot)*IDsPerTenant }
 
 // idMap maps ids 0 to 65535 inside to the tenant's range.
 func idMap(base uint32) []specs.LinuxIDMapping {
@@ -133,10 +62,10 @@ func withUserNamespace(base uint32, hostOf map[string]string) oci.SpecOpts {
 			})
 		}
 		s.Linux.Devices = nil
-		if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace }) {
-			// A new sysfs needs a network namespace of the container's own
-			// user namespace; on the host's network, the host's is bound,
-			// read-only.
+		if !slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.NetworkNamespace && n.Path == "" }) {
+			// A new sysfs needs a network namespace the container's user
+			// namespace owns; in the host's or in one the runtime made
+			// (the tenant network), the host's is bound, read-only.
 			for i, m := range s.Mounts {
 				if m.Destination == "/sys" {
 					s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys",
@@ -158,7 +87,7 @@ func (r *Runtime) withRemappedSnapshot(key string, meta imageMeta, image string,
 	return func(ctx context.Context, client *ctrd.Client, c *containers.Container) error {
 		sn := client.SnapshotService(r.opts.snapshotter)
 		remapped := fmt.Sprintf("%s-ids-%d", meta.chainID, base)
-		lock, _ := r.ids.remaps.LoadOrStore(remapped, &sync.Mutex{})
+		lock, _ := r.slots.remaps.LoadOrStore(remapped, &sync.Mutex{})
 		lock.(*sync.Mutex).Lock()
 		_, err := sn.Stat(ctx, remapped)
 		if errdefs.IsNotFound(err) {

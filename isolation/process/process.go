@@ -118,8 +118,8 @@ func (p *Runtime) Create(ctx context.Context, spec isolation.Spec) (isolation.In
 	if len(s.Mounts) > 0 {
 		ignored = append(ignored, "mounts (the process sees host paths)")
 	}
-	if s.Network == isolation.NetworkNone {
-		ignored = append(ignored, "network none (the process has the host network)")
+	if s.Network != isolation.NetworkHost {
+		ignored = append(ignored, "network "+string(s.Network)+" (the process has the host network)")
 	}
 	if len(ignored) > 0 {
 		p.log.Warn("process runtime: not isolated; spec settings ignored", "container", ref.String(), "ignored", strings.Join(ignored, ", "))
