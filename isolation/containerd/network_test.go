@@ -114,8 +114,7 @@ func (f *fixture) attempt(t *testing.T, tenant string, network isolation.Network
 		Args: append([]string{"try"}, args...)})
 	require.NoError(t, f.rt.Delete(ctx(t), isolation.Ref{Tenant: tenant, ID: id}))
 	var a probeAttempt
-	line := lastLine(out)
-	require.NoError(t, json.Unmarshal([]byte(line), &a), "exit %+v, output %q", es, out)
+	require.NoError(t, jsonLine(out, &a), "exit %+v, output %q", es, out)
 	return a
 }
 
@@ -126,7 +125,8 @@ type probeAttempt struct {
 	Detail  string `json:"detail"`
 }
 
-func lastLine(out string) string {
+// jsonLine decodes the last line of out into v.
+func jsonLine(out string, v any) error {
 	var last string
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -134,7 +134,7 @@ func lastLine(out string) string {
 			last = l
 		}
 	}
-	return last
+	return json.Unmarshal([]byte(last), v)
 }
 
 // hostAddress is one of the host's own IPv4 addresses outside the test's
