@@ -1,32 +1,40 @@
 package isolation
 
 import (
-	"fmt"
-
 	"github.com/gpufarm/gpufarm/gpu"
 )
 
-// Error categories, matched with errors.Is. Each wraps the gpu category of
-// the same meaning, so errors.Is(err, gpu.ErrInvalid) holds too. containerd's
-// own error stays in the chain (errors.As, errdefs.IsNotFound ...).
+// Error categories, matched with errors.Is. Each also matches the gpu
+// category of the same meaning, so errors.Is(err, gpu.ErrInvalid) holds
+// too, without that category's words in the message. containerd's own
+// error stays in the chain (errors.As, errdefs.IsNotFound ...).
 var (
 	// ErrInvalid: the Spec or an argument is malformed. Nothing was created.
-	ErrInvalid = fmt.Errorf("isolation: invalid argument: %w", gpu.ErrInvalid)
+	ErrInvalid error = &category{"isolation: invalid argument", gpu.ErrInvalid}
 	// ErrNotFound: no such container, image or CDI device.
-	ErrNotFound = fmt.Errorf("isolation: not found: %w", gpu.ErrNotFound)
+	ErrNotFound error = &category{"isolation: not found", gpu.ErrNotFound}
 	// ErrExists: a container with this ID already exists in the tenant.
-	ErrExists = fmt.Errorf("isolation: already exists: %w", gpu.ErrBusy)
+	ErrExists error = &category{"isolation: already exists", gpu.ErrBusy}
 	// ErrState: the container is not in a state that allows the call
 	// (start a running one, delete a running one, wait on one never started).
-	ErrState = fmt.Errorf("isolation: wrong container state: %w", gpu.ErrBusy)
+	ErrState error = &category{"isolation: wrong container state", gpu.ErrBusy}
 	// ErrUnavailable: the runtime cannot be reached (containerd down, runtime closed).
-	ErrUnavailable = fmt.Errorf("isolation: runtime unavailable: %w", gpu.ErrUnavailable)
+	ErrUnavailable error = &category{"isolation: runtime unavailable", gpu.ErrUnavailable}
 	// ErrPermission: a registry refused the credentials, or the process
 	// lacks a privilege (mknod needs root).
-	ErrPermission = fmt.Errorf("isolation: permission denied: %w", gpu.ErrPermission)
+	ErrPermission error = &category{"isolation: permission denied", gpu.ErrPermission}
 	// ErrDenied: the tenant's policy (TenantPolicy) forbids what the spec
 	// asks; the message names each field and rule.
-	ErrDenied = fmt.Errorf("isolation: denied by the tenant policy: %w", gpu.ErrPermission)
+	ErrDenied error = &category{"isolation: denied by the tenant policy", gpu.ErrPermission}
 	// ErrUnsupported: this runtime lacks the feature.
-	ErrUnsupported = fmt.Errorf("isolation: not supported by this runtime: %w", gpu.ErrUnsupported)
+	ErrUnsupported error = &category{"isolation: not supported by this runtime", gpu.ErrUnsupported}
 )
+
+// category is an error category that also matches a gpu category.
+type category struct {
+	msg string
+	gpu error
+}
+
+func (c *category) Error() string        { return c.msg }
+func (c *category) Is(target error) bool { return target == c.gpu }

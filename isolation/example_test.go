@@ -19,7 +19,7 @@ func ExampleSpec_Validate() {
 		fmt.Println(err)
 	}
 	// Output:
-	// isolation: invalid argument: gpu: invalid argument: spec.GPUs[0].Device "gpu0" is not a CDI device name (want vendor.com/class=name, e.g. nvidia.com/gpu=0): unqualified device "gpu0", missing vendor
-	// isolation: invalid argument: gpu: invalid argument: spec.GPUs[0].UUID is empty: give the UUID of the GPU behind "gpu0" (GPUFor sets it; accounting and recovery need it)
-	// isolation: invalid argument: gpu: invalid argument: spec.Limits.MemoryBytes is -1: give 0 for no limit or a positive value
+	// isolation: invalid argument: spec.GPUs[0].Device "gpu0" is not a CDI device name (want vendor.com/class=name, e.g. nvidia.com/gpu=0): unqualified device "gpu0", missing vendor
+	// isolation: invalid argument: spec.GPUs[0].UUID is empty: give the UUID of the GPU behind "gpu0" (GPUFor sets it; accounting and recovery need it)
+	// isolation: invalid argument: spec.Limits.MemoryBytes is -1: give 0 for no limit or a positive value
 }
