@@ -11,24 +11,31 @@ import (
 
 	ctrd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	gocni "github.com/containerd/go-cni"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
 
 // BenchmarkStartStop measures one create, start (running), kill, wait,
 // delete cycle through the runtime against the bare containerd v2 client
-// doing the same steps with the same hardened OCI spec, on the same daemon
-// in the same run, interleaved, and reports runtime/bare (goal <= 1.15).
-// bare-defaults is the bare client with containerd's default spec (no
-// seccomp filter, root, writable root), for reference. Then it starts 8
-// containers at once through the runtime and reports the wall time until
-// all run over the time one start takes (goal <= 3), and the same ratio for
-// the bare client, which is what the daemon and runc allow on this machine.
+// doing the same steps with the same hardened OCI spec, user namespace
+// (containerd's remapped snapshot) and tenant network (a netns and CNI's
+// bridge) on the same daemon in the same run, interleaved, and reports
+// runtime/bare (goal <= 1.15). It reports what the user namespace and the
+// tenant network add to one start through the runtime, in ms, from
+// runtimes without them in the same loop; bare-defaults is the bare client
+// with containerd's default spec (no seccomp filter, root, writable root,
+// no network), for reference. Then it starts 8 containers at once through
+// the runtime and reports the wall time until all run over the time one
+// start takes (goal <= 3), and the same ratio for the bare client, which
+// is what the daemon and runc allow on this machine.
 func BenchmarkStartStop(b *testing.B) {
 	f := newFixture(b)
 	const tenant = "bench"
@@ -38,25 +45,29 @@ func BenchmarkStartStop(b *testing.B) {
 	img, err := f.client.GetImage(nctx, probeRef)
 	require.NoError(b, err)
 	logDir := b.TempDir()
+	plain := f.newRuntime(b, containerd.WithUserNamespaces(false))
 
-	rtStart := func(id string) (func() error, error) {
-		info, err := f.rt.Create(c, isolation.Spec{ID: id, Tenant: tenant, Image: probeRef, Args: []string{"sleep"}})
-		if err != nil {
-			return nil, err
-		}
-		if err := f.rt.Start(c, info.Ref); err != nil {
-			return nil, err
-		}
-		return func() error {
-			if err := f.rt.Signal(c, info.Ref, syscall.SIGKILL); err != nil {
-				return err
+	runtimeStart := func(rt *containerd.Runtime, network isolation.Network) func(id string) (func() error, error) {
+		return func(id string) (func() error, error) {
+			info, err := rt.Create(c, isolation.Spec{ID: id, Tenant: tenant, Image: probeRef, Args: []string{"sleep"}, Network: network})
+			if err != nil {
+				return nil, err
 			}
-			if _, err := f.rt.Wait(c, info.Ref); err != nil {
-				return err
+			if err := rt.Start(c, info.Ref); err != nil {
+				return nil, err
 			}
-			return f.rt.Delete(c, info.Ref)
-		}, nil
+			return func() error {
+				if err := rt.Signal(c, info.Ref, syscall.SIGKILL); err != nil {
+					return err
+				}
+				if _, err := rt.Wait(c, info.Ref); err != nil {
+					return err
+				}
+				return rt.Delete(c, info.Ref)
+			}, nil
+		}
 	}
+	rtStart := runtimeStart(f.rt, isolation.NetworkNone)
 	hardened := []oci.SpecOpts{
 		oci.WithImageConfigArgs(img, []string{"sleep"}),
 		oci.WithUIDGID(65534, 65534), oci.WithNoNewPrivileges, oci.WithCapabilities([]string{}),
@@ -71,27 +82,43 @@ func BenchmarkStartStop(b *testing.B) {
 		if err != nil {
 			return nil, err
 		}
-		task, err := ctr.NewTask(nctx, cio.LogFile(filepath.Join(logDir, id+".log")))
+		return bareTask(nctx, ctr, filepath.Join(logDir, id+".log"), nil)
+	}
+	// The bare client's tenant: a user namespace of its own range and a
+	// bridge of its own, configured as the runtime configures a tenant's.
+	const bareSlot = 200
+	bareIDs := uint32(containerd.IDBase + bareSlot*containerd.IDsPerTenant)
+	conf, err := containerd.NetworkConf(f.rt, bareSlot)
+	require.NoError(b, err)
+	bareCNI, err := gocni.New(gocni.WithPluginDir(containerd.DefaultCNIPluginDirs()),
+		gocni.WithConfListBytes(conf))
+	require.NoError(b, err)
+	netnsDir := filepath.Join(f.d.Network().StateDir, "bench-netns")
+	idMap := []specs.LinuxIDMapping{{HostID: bareIDs, Size: containerd.IDsPerTenant}}
+	bareFull := func(id string) (func() error, error) {
+		ns := filepath.Join(netnsDir, id) // made as the runtime makes one
+		if err := containerd.NewNetNS(ns); err != nil {
+			return nil, err
+		}
+		if _, err := bareCNI.Setup(nctx, id, ns); err != nil {
+			return nil, err
+		}
+		opts := append(append([]oci.SpecOpts(nil), hardened...),
+			oci.WithUserNamespace(idMap, idMap),
+			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: ns}),
+			withHostSys)
+		ctr, err := f.client.NewContainer(nctx, id,
+			ctrd.WithRemappedSnapshot(id, img, bareIDs, bareIDs),
+			ctrd.WithNewSpec(opts...))
 		if err != nil {
 			return nil, err
 		}
-		exit, err := task.Wait(nctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := task.Start(nctx); err != nil {
-			return nil, err
-		}
-		return func() error {
-			if err := task.Kill(nctx, syscall.SIGKILL); err != nil {
+		return bareTask(nctx, ctr, filepath.Join(logDir, id+".log"), func() error {
+			if err := bareCNI.Remove(nctx, id, ns); err != nil {
 				return err
 			}
-			<-exit
-			if _, err := task.Delete(nctx); err != nil {
-				return err
-			}
-			return ctr.Delete(nctx, ctrd.WithSnapshotCleanup)
-		}, nil
+			return containerd.RemoveNetNS(ns)
+		})
 	}
 	cycle := func(start func() (func() error, error)) time.Duration {
 		t0 := time.Now()
@@ -100,26 +127,38 @@ func BenchmarkStartStop(b *testing.B) {
 		require.NoError(b, stop())
 		return time.Since(t0)
 	}
-	rt := func(id string) func() (func() error, error) {
-		return func() (func() error, error) { return rtStart(id) }
+	with := func(start func(id string) (func() error, error), id string) func() (func() error, error) {
+		return func() (func() error, error) { return start(id) }
 	}
-	bare := func(id string, opts []oci.SpecOpts) func() (func() error, error) {
-		return func() (func() error, error) { return bareStart(id, opts) }
+	bare := func(opts []oci.SpecOpts) func(id string) (func() error, error) {
+		return func(id string) (func() error, error) { return bareStart(id, opts) }
 	}
 	defaults := []oci.SpecOpts{oci.WithImageConfigArgs(img, []string{"sleep"})}
-	// Warm up every path (page cache, shim binary, cgroup parents).
-	cycle(rt("warm-rt"))
-	cycle(bare("warm-bare", hardened))
-	cycle(bare("warm-default", defaults))
+	variants := []struct {
+		name  string
+		start func(id string) (func() error, error)
+		total time.Duration
+	}{
+		{name: "runtime", start: runtimeStart(f.rt, isolation.NetworkBridge)},
+		{name: "bare", start: bareFull},
+		{name: "runtime-userns", start: rtStart},
+		{name: "runtime-plain", start: runtimeStart(plain, isolation.NetworkNone)},
+		{name: "bare-defaults", start: bare(defaults)},
+	}
+	// Warm up every path (page cache, shim binary, cgroup parents, the
+	// remapped layers, the bridges and the firewall).
+	for _, v := range variants {
+		cycle(with(v.start, "warm-"+v.name))
+	}
 
-	var rtTotal, bareTotal, defTotal time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		rtTotal += cycle(rt(fmt.Sprintf("rt-%d", i)))
-		bareTotal += cycle(bare(fmt.Sprintf("bare-%d", i), hardened))
-		defTotal += cycle(bare(fmt.Sprintf("def-%d", i), defaults))
+		for j := range variants {
+			variants[j].total += cycle(with(variants[j].start, fmt.Sprintf("%s-%d", variants[j].name, i)))
+		}
 	}
 	b.StopTimer()
+	rtTotal, bareTotal, usernsTotal, plainTotal, defTotal := variants[0].total, variants[1].total, variants[2].total, variants[3].total, variants[4].total
 
 	// 8 concurrent starts against one, a few rounds.
 	const rounds, parallel = 3, 8
@@ -205,16 +244,64 @@ func BenchmarkStartStop(b *testing.B) {
 	}
 	b.Logf("prepared: 8 concurrent starts %v, one start %v", prepPar/rounds, prepOne/rounds)
 	b.ReportMetric(float64(prepPar)/float64(prepOne), "8-prepared-starts/1")
-	bareConc := concurrency("bare", func(id string) (func() error, error) { return bareStart(id, hardened) })
+	bareConc := concurrency("bare", bare(hardened))
 
 	n := float64(b.N)
+	ms := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / n / 1e6 }
 	b.ReportMetric(float64(rtTotal.Nanoseconds())/n, "runtime-ns/cycle")
 	b.ReportMetric(float64(bareTotal.Nanoseconds())/n, "bare-ns/cycle")
 	b.ReportMetric(float64(defTotal.Nanoseconds())/n, "bare-defaults-ns/cycle")
 	b.ReportMetric(float64(rtTotal)/float64(bareTotal), "runtime/bare")
+	b.ReportMetric(ms(usernsTotal-plainTotal), "userns-ms/start")
+	b.ReportMetric(ms(rtTotal-usernsTotal), "network-ms/start")
 	b.ReportMetric(rtConc, "8-starts/1-start")
 	b.ReportMetric(bareConc, "bare-8-starts/1-start")
-	b.Logf("N=%d runtime %v/cycle, bare %v/cycle (ratio %.3f), bare with default spec %v/cycle; 8 starts / 1: runtime x%.2f, bare x%.2f",
+	b.Logf("N=%d runtime %v/cycle, bare %v/cycle (ratio %.3f), bare with default spec %v/cycle; "+
+		"the user namespace adds %.1f ms, the tenant network %.1f ms; 8 starts / 1: runtime x%.2f, bare x%.2f",
 		b.N, rtTotal/time.Duration(b.N), bareTotal/time.Duration(b.N), float64(rtTotal)/float64(bareTotal),
-		defTotal/time.Duration(b.N), rtConc, bareConc)
+		defTotal/time.Duration(b.N), ms(usernsTotal-plainTotal), ms(rtTotal-usernsTotal), rtConc, bareConc)
+}
+
+// bareTask makes and starts the container's task and returns what stops
+// and deletes it, then runs cleanup (may be nil).
+func bareTask(ctx context.Context, ctr ctrd.Container, log string, cleanup func() error) (func() error, error) {
+	task, err := ctr.NewTask(ctx, cio.LogFile(log))
+	if err != nil {
+		return nil, err
+	}
+	exit, err := task.Wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return nil, err
+	}
+	return func() error {
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil {
+			return err
+		}
+		<-exit
+		if _, err := task.Delete(ctx); err != nil {
+			return err
+		}
+		if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil {
+			return err
+		}
+		if cleanup != nil {
+			return cleanup()
+		}
+		return nil
+	}, nil
+}
+
+// withHostSys binds the host's /sys read-only, as a container in a user
+// namespace must when its network namespace is not its own.
+func withHostSys(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	for i, m := range s.Mounts {
+		if m.Destination == "/sys" {
+			s.Mounts[i] = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys",
+				Options: []string{"rbind", "rprivate", "nosuid", "noexec", "nodev", "ro"}}
+		}
+	}
+	return nil
 }

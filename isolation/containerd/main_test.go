@@ -146,11 +146,12 @@ func testTenancy() isolation.Tenancy {
 	return t
 }
 
-func (f *fixture) newRuntime(t testing.TB) *containerd.Runtime {
+// newRuntime makes another runtime of the fixture's options and extra.
+func (f *fixture) newRuntime(t testing.TB, extra ...containerd.Option) *containerd.Runtime {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	rt, err := containerd.New(ctx, f.opts...)
+	rt, err := containerd.New(ctx, append(append([]containerd.Option(nil), f.opts...), extra...)...)
 	require.NoError(t, err)
 	f.runtimes = append(f.runtimes, rt)
 	return rt

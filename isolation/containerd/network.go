@@ -41,8 +41,8 @@ type NetworkConfig struct {
 	// firewall chains (upper case, "-IN" and "-FWD"): letters and digits,
 	// at most 11 so a bridge name fits the kernel's 15.
 	BridgePrefix string
-	// PluginDirs are searched for the CNI plugins bridge, host-local
-	// and loopback.
+	// PluginDirs are searched for the CNI plugins bridge and
+	// host-local.
 	PluginDirs []string
 	// StateDir holds the network namespaces and the addresses given;
 	// a tmpfs (/run), since neither outlives a reboot.
@@ -138,7 +138,7 @@ func (n *network) addrPath(ref isolation.Ref) string { return n.nsPath(ref) + ".
 func cniID(ref isolation.Ref) string { return isolation.Namespace(ref.Tenant) + "_" + ref.ID }
 
 // plugins are the CNI plugins the tenant network runs.
-var plugins = []string{"bridge", "host-local", "loopback"}
+var plugins = []string{"bridge", "host-local"}
 
 // available says what is missing to run the tenant network, if anything.
 func (n *network) available() error {
@@ -176,7 +176,9 @@ func (n *network) conf(slot int, subnet netip.Prefix) ([]byte, error) {
 			"type":        "bridge",
 			"bridge":      n.bridge(slot),
 			"isGateway":   true,
-			"ipMasq":      true,
+			// The firewall masquerades the whole subnet with one rule;
+			// the plugin's would cost iptables runs on every attach.
+			"ipMasq": false,
 			"hairpinMode": false,
 			"ipam": map[string]any{
 				"type":    "host-local",
@@ -198,8 +200,8 @@ func (n *network) cniFor(slot int, subnet netip.Prefix) (gocni.CNI, error) {
 	}
 	// The plugin dirs first: each network keeps the plugin search path it
 	// was loaded with.
-	c, err := gocni.New(gocni.WithPluginDir(n.cfg.PluginDirs), gocni.WithMinNetworkCount(2),
-		gocni.WithLoNetwork, gocni.WithConfListBytes(conf))
+	c, err := gocni.New(gocni.WithPluginDir(n.cfg.PluginDirs), gocni.WithMinNetworkCount(1),
+		gocni.WithConfListBytes(conf))
 	if err != nil {
 		return nil, fmt.Errorf("isolation: load the tenant network of slot %d: %w", slot, err)
 	}
@@ -328,8 +330,9 @@ func (n *network) attached() int {
 	return count
 }
 
-// newNetNS makes a network namespace and binds it at path, which must not
-// exist.
+// newNetNS makes a network namespace with its loopback up and binds it at
+// path, which must not exist. Bringing lo up here spares two runs of CNI's
+// loopback plugin per container.
 func newNetNS(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return err
@@ -348,6 +351,10 @@ func newNetNS(path string) error {
 			done <- fmt.Errorf("unshare: %w", err)
 			return
 		}
+		if err := loopbackUp(); err != nil {
+			done <- fmt.Errorf("bring up lo: %w", err)
+			return
+		}
 		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
 		if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
 			done <- fmt.Errorf("bind %s: %w", src, err)
@@ -360,6 +367,24 @@ func newNetNS(path string) error {
 		return err
 	}
 	return nil
+}
+
+// loopbackUp sets lo up in the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 // removeNetNS unbinds and removes a namespace newNetNS made.
@@ -389,6 +414,14 @@ func (n *network) ensureFirewall(ctx context.Context) error {
 	}
 	in, fwd := n.chains()
 	bridges := n.cfg.BridgePrefix + "+"
+	// Outbound traffic leaves with the host's address: one rule for
+	// every tenant's subnet.
+	nat := strings.Join([]string{
+		"*nat",
+		":" + in + " - [0:0]",
+		"-A " + in + " -s " + n.cfg.Subnet.String() + " ! -d " + n.cfg.Subnet.String() + " -j MASQUERADE",
+		"COMMIT", "",
+	}, "\n")
 	v4 := strings.Join([]string{
 		"*filter",
 		":" + in + " - [0:0]",
@@ -404,7 +437,7 @@ func (n *network) ensureFirewall(ctx context.Context) error {
 		"-A " + fwd + " -i " + bridges + " -j ACCEPT",                    // out to the world
 		"-A " + fwd + " -o " + bridges + " -j REJECT",                    // nothing opens a connection in
 		"COMMIT", "",
-	}, "\n")
+	}, "\n") + nat
 	v6 := strings.Join([]string{
 		"*filter",
 		":" + in + " - [0:0]",
@@ -419,9 +452,12 @@ func (n *network) ensureFirewall(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, jump(ctx, tool, "INPUT", "-i", bridges, in),
-			jump(ctx, tool, "FORWARD", "-i", bridges, fwd),
-			jump(ctx, tool, "FORWARD", "-o", bridges, fwd))
+		errs = append(errs, jump(ctx, tool, "filter", "INPUT", "-i", bridges, "-j", in),
+			jump(ctx, tool, "filter", "FORWARD", "-i", bridges, "-j", fwd),
+			jump(ctx, tool, "filter", "FORWARD", "-o", bridges, "-j", fwd))
+		if tool == "iptables" {
+			errs = append(errs, jump(ctx, tool, "nat", "POSTROUTING", "-j", in))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: install the tenant network firewall: %w", isolation.ErrUnavailable, err)
@@ -445,10 +481,13 @@ func (n *network) removeFirewall(ctx context.Context) error {
 		if _, err := exec.LookPath(tool); err != nil {
 			continue // never installed
 		}
-		errs = append(errs, unjump(ctx, tool, "INPUT", "-i", bridges, in),
-			unjump(ctx, tool, "FORWARD", "-i", bridges, fwd),
-			unjump(ctx, tool, "FORWARD", "-o", bridges, fwd),
-			unchain(ctx, tool, in), unchain(ctx, tool, fwd))
+		errs = append(errs, unjump(ctx, tool, "filter", "INPUT", "-i", bridges, "-j", in),
+			unjump(ctx, tool, "filter", "FORWARD", "-i", bridges, "-j", fwd),
+			unjump(ctx, tool, "filter", "FORWARD", "-o", bridges, "-j", fwd),
+			unchain(ctx, tool, "filter", in), unchain(ctx, tool, "filter", fwd))
+		if tool == "iptables" {
+			errs = append(errs, unjump(ctx, tool, "nat", "POSTROUTING", "-j", in), unchain(ctx, tool, "nat", in))
+		}
 	}
 	n.fwUp = false
 	if err := errors.Join(errs...); err != nil {
@@ -478,31 +517,31 @@ func xtRun(ctx context.Context, tool string, stdin io.Reader, args ...string) er
 	return nil
 }
 
-// jump puts "-j target" for the bridges first in a built-in chain, once.
-func jump(ctx context.Context, tool, builtin, dir, bridges, target string) error {
-	rule := []string{dir, bridges, "-j", target}
-	if xt(ctx, tool, append([]string{"-C", builtin}, rule...)...) == nil {
+// jump puts rule first in a built-in chain of table, once.
+func jump(ctx context.Context, tool, table, builtin string, rule ...string) error {
+	if xt(ctx, tool, append([]string{"-t", table, "-C", builtin}, rule...)...) == nil {
 		return nil
 	}
-	return xt(ctx, tool, append([]string{"-I", builtin, "1"}, rule...)...)
+	return xt(ctx, tool, append([]string{"-t", table, "-I", builtin, "1"}, rule...)...)
 }
 
-func unjump(ctx context.Context, tool, builtin, dir, bridges, target string) error {
-	rule := []string{dir, bridges, "-j", target}
-	for xt(ctx, tool, append([]string{"-C", builtin}, rule...)...) == nil {
-		if err := xt(ctx, tool, append([]string{"-D", builtin}, rule...)...); err != nil {
+// unjump deletes every copy of rule from a built-in chain of table.
+func unjump(ctx context.Context, tool, table, builtin string, rule ...string) error {
+	for xt(ctx, tool, append([]string{"-t", table, "-C", builtin}, rule...)...) == nil {
+		if err := xt(ctx, tool, append([]string{"-t", table, "-D", builtin}, rule...)...); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func unchain(ctx context.Context, tool, name string) error {
-	if xt(ctx, tool, "-n", "-L", name) != nil {
+// unchain empties and deletes a chain of table, if it is there.
+func unchain(ctx context.Context, tool, table, name string) error {
+	if xt(ctx, tool, "-t", table, "-n", "-L", name) != nil {
 		return nil
 	}
-	if err := xt(ctx, tool, "-F", name); err != nil {
+	if err := xt(ctx, tool, "-t", table, "-F", name); err != nil {
 		return err
 	}
-	return xt(ctx, tool, "-X", name)
+	return xt(ctx, tool, "-t", table, "-X", name)
 }
