@@ -173,12 +173,12 @@ func (n *network) conf(slot int, subnet netip.Prefix) ([]byte, error) {
 		"cniVersion": "1.0.0",
 		"name":       n.bridge(slot),
 		"plugins": []map[string]any{{
-			"type":        "bridge",
-			"bridge":      n.bridge(slot),
-			"isGateway":   true,
+			"type":      "bridge",
+			"bridge":    n.bridge(slot),
+			"isGateway": true,
 			// The firewall masquerades the whole subnet with one rule;
 			// the plugin's would cost iptables runs on every attach.
-			"ipMasq": false,
+			"ipMasq":      false,
 			"hairpinMode": false,
 			"ipam": map[string]any{
 				"type":    "host-local",
