@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"slices"
@@ -567,7 +570,8 @@ func tail(name string, max int64) ([]byte, error) {
 func (a *Adapter) probe(ctx context.Context, m Manager, w workload.Workload, cfg config) {
 	pctx, cancel := context.WithTimeout(ctx, a.poll)
 	defer cancel()
-	if err := Probe(pctx, a.client, cfg.Health); err != nil {
+	url := healthURL(cfg.Health, w.Address)
+	if err := Probe(pctx, a.client, url); err != nil {
 		a.log.Debug("server not ready yet", "id", w.Spec.ID, "err", err)
 		return
 	}
@@ -575,7 +579,18 @@ func (a *Adapter) probe(ctx context.Context, m Manager, w workload.Workload, cfg
 		a.log.Debug("mark ready", "id", w.Spec.ID, "err", err)
 		return
 	}
-	a.log.Info("inference server answers its health endpoint", "id", w.Spec.ID, "url", cfg.Health)
+	a.log.Info("inference server answers its health endpoint", "id", w.Spec.ID, "url", url)
+}
+
+// healthURL is the health endpoint to ask: the plan's, at the container's
+// address when it has one (the tenant network).
+func healthURL(planned string, addr netip.Addr) string {
+	u, err := url.Parse(planned)
+	if err != nil || !addr.IsValid() {
+		return planned
+	}
+	u.Host = net.JoinHostPort(addr.String(), u.Port())
+	return u.String()
 }
 
 // Probe asks a server's health endpoint once: nil when it answers 200 OK,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -19,6 +21,7 @@ import (
 	"github.com/gpufarm/gpufarm/internal/ociimage"
 	"github.com/gpufarm/gpufarm/isolation"
 	"github.com/gpufarm/gpufarm/isolation/containerd"
+	"github.com/gpufarm/gpufarm/training"
 	"github.com/gpufarm/gpufarm/workload"
 )
 
@@ -113,4 +116,73 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return string(s.b)
+}
+
+const serverRef = "gpufarm.test/fakeserver:latest"
+
+// serverImage builds the fake inference server's image once per package run.
+var serverImage = sync.OnceValues(func() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tar := filepath.Join(bins.dir, "fakeserver-image.tar")
+	return tar, ociimage.BuildFile(ctx, ociimage.Spec{Package: "github.com/gpufarm/gpufarm/internal/fakeserver", Ref: serverRef}, tar)
+})
+
+// TestContainerdServerOnTheTenantNetwork: an inference server as Build
+// plans it runs on the tenant network under the default policy (no host
+// network), and the adapter finds it ready at the container's address.
+func TestContainerdServerOnTheTenantNetwork(t *testing.T) {
+	containerdtest.Require(t)
+	tar, err := serverImage()
+	require.NoError(t, err, "build the fake server image")
+	logDir, cdiDir := filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "cdi")
+	d := containerdtest.Start(t)
+	tenant := fmt.Sprintf("acme-%d", os.Getpid())
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("manager, adapter and runtime log:\n%s", logs.String())
+		}
+	})
+	net := d.Network()
+	newRuntime := func(devs []gpu.Device) isolation.Runtime {
+		cdi, err := containerd.WriteSimulatedCDI(cdiDir, devs)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir),
+			containerd.WithCDISpecDirs(cdi.SpecDir), containerd.WithLogger(log.With("component", "isolation")),
+			containerd.WithNetwork(containerd.NetworkConfig{Subnet: net.Subnet, BridgePrefix: net.BridgePrefix,
+				PluginDirs: containerd.DefaultCNIPluginDirs(), StateDir: net.StateDir}))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		f, err := os.Open(tar)
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = rt.Import(ctx, tenant, f)
+		require.NoError(t, err)
+		return rt
+	}
+	m, devs, ev := startNode(t, sim.PresetRTX3080Riser, 2, newRuntime, log)
+	s := server(training.VLLM, 1, gpu.MemoryNeed{Params: 7e9, Precision: gpu.PrecisionINT4})
+	// The image's entrypoint is the server, as in the official images.
+	s.Tenant, s.Image, s.Args = tenant, serverRef, []string{"--fake-load-delay=500ms"}
+	plan, err := s.Build(devs)
+	require.NoError(t, err)
+	require.Equal(t, isolation.NetworkBridge, plan.Spec.Network)
+	require.NoError(t, isolation.DefaultTenancy(workload.DefaultMiningTenant).For(tenant).Check(isolation.Spec{
+		ID: s.ID, Tenant: tenant, Kind: string(plan.Spec.Kind), Network: plan.Spec.Network, Image: s.Image}), "the default policy allows the plan")
+	_, err = m.Submit(context.Background(), plan.Spec)
+	require.NoError(t, err)
+	ev.wait(t, 30*time.Second, eventIs(s.ID, workload.EventReady))
+	w, err := m.Get(s.ID)
+	require.NoError(t, err)
+	t.Logf("server %s ready at %s, planned health %s", s.ID, w.Address, plan.HealthURL)
+	require.True(t, w.Address.IsValid())
+	assert.True(t, net.Subnet.Contains(w.Address), "on the tenant's subnet")
+	assert.NoError(t, training.Probe(context.Background(), http.DefaultClient, "http://"+w.Address.String()+":8000/health"),
+		"the host reaches it at its address")
+	assert.Error(t, training.Probe(context.Background(), &http.Client{Timeout: time.Second}, plan.HealthURL),
+		"and not on its own loopback")
 }

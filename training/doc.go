@@ -63,7 +63,9 @@
 //
 // A Server (vLLM or Text Generation Inference) is built the same way: the
 // model, the tensor parallel size from the GPU count, the port, the context
-// length from the memory fit. It runs on the host network and the Adapter
-// probes its health endpoint (Probe): the workload is marked ready only
-// when the server answers.
+// length from the memory fit. It runs on the tenant network by default
+// (isolation.NetworkBridge, which the default policy allows), where the
+// host reaches it at the workload's Address, and the Adapter probes its
+// health endpoint there (Probe): the workload is marked ready only when
+// the server answers.
 package training

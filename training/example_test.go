@@ -82,11 +82,11 @@ func ExampleServer_Build() {
 		return
 	}
 	fmt.Println(strings.Join(plan.Spec.Command, " "))
-	fmt.Println("ready when", plan.HealthURL, "answers")
+	fmt.Println("network", plan.Spec.Network, "health", plan.HealthURL)
 	// Output:
 	// host link gen1 x1, 0.25 GB/s, below the 7.5 GB/s data-parallel training needs: a ring all-reduce of 1.0 GB of fp16 gradients across 4 GPUs at 0.25 GB/s takes 6.0 s a step
-	// /models/llama-2-7b-awq --host 127.0.0.1 --port 8000 --tensor-parallel-size 1 --gpu-memory-utilization 0.9 --max-model-len 4096
-	// ready when http://127.0.0.1:8000/health answers
+	// /models/llama-2-7b-awq --host 0.0.0.0 --port 8000 --tensor-parallel-size 1 --gpu-memory-utilization 0.9 --max-model-len 4096
+	// network bridge health http://127.0.0.1:8000/health
 }
 
 // How a training container ended, from its exit code and log tail.

@@ -63,8 +63,13 @@ type Server struct {
 
 	GPUs  int
 	UUIDs []string
-	// Host and Port are where it listens on the host network;
-	// 127.0.0.1 and DefaultServerPort by default.
+	// Network is where it serves: the tenant network (NetworkBridge) by
+	// default, where the host reaches it at the workload's Address and
+	// nothing of the host's is exposed; NetworkHost, where the tenant's
+	// policy allows it, serves on the host's own ports.
+	Network isolation.Network
+	// Host and Port are where it listens: 0.0.0.0 on the tenant network,
+	// 127.0.0.1 on the host's, and DefaultServerPort by default.
 	Host string
 	Port int
 	// MaxModelLen is the context length; 0 takes the longest whose KV cache
@@ -90,16 +95,16 @@ type Server struct {
 
 // ServerPlan is what Build makes of a Server.
 type ServerPlan struct {
-	// Spec is ready for workload.Manager.Submit. It runs on the host
-	// network, so clients and the readiness probe reach its port: the
-	// tenant's policy must allow that.
+	// Spec is ready for workload.Manager.Submit.
 	Spec workload.Spec
 	// MaxModelLen is the context length it serves.
 	MaxModelLen int
 	// Memory is what each GPU needs at that length.
 	Memory gpu.MemoryEstimate
 	// HealthURL is probed by the Adapter; the workload is ready once it
-	// answers 200.
+	// answers 200. On the tenant network the Adapter asks the same port
+	// and path at the running workload's Address (a runtime without one,
+	// such as the process runtime, serves on the host's loopback).
 	HealthURL string
 	Notes     []string
 }
@@ -181,7 +186,12 @@ func (s Server) Build(devs []gpu.Device) (ServerPlan, error) {
 	} else {
 		plan.MaxModelLen = s.MaxModelLen
 	}
-	host, port := cmp.Or(s.Host, "127.0.0.1"), cmp.Or(s.Port, DefaultServerPort)
+	network := cmp.Or(s.Network, isolation.NetworkBridge)
+	host := cmp.Or(s.Host, "127.0.0.1")
+	if network == isolation.NetworkBridge && s.Host == "" {
+		host = "0.0.0.0" // reachable from the host through the bridge
+	}
+	port := cmp.Or(s.Port, DefaultServerPort)
 	probeHost := host
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		probeHost = "127.0.0.1"
@@ -193,7 +203,7 @@ func (s Server) Build(devs []gpu.Device) (ServerPlan, error) {
 	plan.Spec = workload.Spec{
 		ID: s.ID, Kind: workload.KindInference, Tenant: s.Tenant, Priority: s.Priority, GPUs: req, Image: s.Image,
 		Command: append(s.command(host, port, plan.MaxModelLen, util), s.Args...), Env: mergeEnv(nccl, s.Env),
-		Mounts: s.Mounts, Resources: s.Resources, Network: isolation.NetworkHost,
+		Mounts: s.Mounts, Resources: s.Resources, Network: network,
 		Preemptible: s.Preemptible, StopSignal: s.StopSignal, StopGrace: s.StopGrace, MinRuntime: s.MinRuntime,
 		OnGPULoss: s.OnGPULoss, PricePerGPUHour: s.PricePerGPUHour, Labels: cfg.label(s.Labels),
 	}

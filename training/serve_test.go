@@ -31,12 +31,15 @@ func TestServeOnRisers(t *testing.T) {
 	want, _ := gpu.MemoryNeed{Params: 7e9, Precision: gpu.PrecisionINT4, Method: gpu.MethodInference, Shards: 1, Batch: 1}.MaxSeqLen(budget)
 	assert.Equal(t, want, plan.MaxModelLen)
 	assert.Greater(t, plan.MaxModelLen, 4096, "a 4-bit 7B leaves room for a long context on 10 GiB")
-	assert.Equal(t, []string{"/models/llama-7b-awq", "--host", "127.0.0.1", "--port", "8000", "--tensor-parallel-size", "1",
-		"--gpu-memory-utilization", "0.9", "--max-model-len", strconv.Itoa(want)}, plan.Spec.Command)
+	assert.Equal(t, []string{"/models/llama-7b-awq", "--host", "0.0.0.0", "--port", "8000", "--tensor-parallel-size", "1",
+		"--gpu-memory-utilization", "0.9", "--max-model-len", strconv.Itoa(want)}, plan.Spec.Command,
+		"on the tenant network it listens where the host reaches it")
 	assert.Equal(t, "http://127.0.0.1:8000/health", plan.HealthURL)
 	s := plan.Spec
 	assert.Equal(t, workload.KindInference, s.Kind)
-	assert.Equal(t, isolation.NetworkHost, s.Network)
+	assert.Equal(t, isolation.NetworkBridge, s.Network, "the default policy allows it")
+	require.NoError(t, isolation.DefaultTenancy(isolation.DefaultMiningTenant).For("acme").Check(isolation.Spec{
+		ID: s.ID, Tenant: "acme", Kind: string(s.Kind), Network: s.Network, Image: s.Image}))
 	assert.LessOrEqual(t, s.GPUs.MinMemoryBytes, risers[0].MemoryBytes, "the riser cards qualify")
 	assert.Greater(t, s.GPUs.MinMemoryBytes, plan.Memory.PerGPUBytes)
 	assert.False(t, s.GPUs.IgnoreReadiness, "readiness admits these cards for inference")
@@ -64,6 +67,7 @@ func TestServeCommands(t *testing.T) {
 			func() training.Server {
 				s := server(training.TGI, 1, gpu.MemoryNeed{Params: 7e9})
 				s.MaxModelLen, s.MemoryUtilization = 8192, 0.8
+				s.Network = isolation.NetworkHost // on the host's ports: loopback only
 				return s
 			}(),
 			[]string{"--model-id", "/models/llama-7b-awq", "--hostname", "127.0.0.1", "--port", "8000", "--num-shard", "1", "--cuda-memory-fraction", "0.8",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -120,9 +121,10 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 		return
 	}
 	var pids []int
+	var addr netip.Addr
 	ictx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 	if info, err := m.rt.Inspect(ictx, ref); err == nil && info.PID > 0 {
-		pids = []int{info.PID}
+		pids, addr = []int{info.PID}, info.Address
 	}
 	cancel()
 	ev := Event{Type: EventStarted}
@@ -134,6 +136,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	err = r.commit(ctx, e, func() (change, bool) {
 		return change{to: StateRunning, edit: func(w *Workload) {
 			w.StartedAt, w.Exit, w.Retries, w.Ready, w.StopAskedAt = m.clock.Now(), nil, 0, false, time.Time{}
+			w.Address = addr
 		}, ev: ev}, true
 	}, func() {
 		e.pids, e.abort, e.awaiting = pids, nil, true

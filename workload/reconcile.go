@@ -233,7 +233,7 @@ func (r *runner) adoptUnrecorded(ctx context.Context, in isolation.Info) (*entry
 		}
 		m.work[spec.ID] = e // taken back below if the write fails
 		return change{to: StateRunning, reason: "re-adopted from its container's labels: the manager had no record of it",
-			ev: Event{Type: EventStarted}}, true
+			edit: func(w *Workload) { w.Address = in.Address }, ev: Event{Type: EventStarted}}, true
 	}, func() {
 		adopted = true
 		m.adopt(e, in)

@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"net/netip"
 	"slices"
 	"time"
 
@@ -16,6 +17,10 @@ type Workload struct {
 	GPUs []string
 	// Container is the current or last container.
 	Container isolation.Ref
+	// Address is where the running attempt's container is on its tenant
+	// network (isolation.NetworkBridge): the host reaches its ports there.
+	// The zero Addr on other networks.
+	Address netip.Addr
 	// Attempt counts launches; a requeued workload's next container is
 	// attempt+1.
 	Attempt     int

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -25,8 +26,9 @@ func TestWorkloadDiffersByID(t *testing.T) {
 }
 
 func walkZero(v reflect.Value, path string, zero *[]string) {
-	if v.Type() == reflect.TypeFor[time.Time]() {
-		if v.Interface().(time.Time).IsZero() {
+	switch v.Type() { // values whose insides may be zero when they are not
+	case reflect.TypeFor[time.Time](), reflect.TypeFor[netip.Addr]():
+		if v.IsZero() || (v.Type() == reflect.TypeFor[time.Time]() && v.Interface().(time.Time).IsZero()) {
 			*zero = append(*zero, path)
 		}
 		return

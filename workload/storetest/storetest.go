@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -120,6 +121,7 @@ func Workload(id string) workload.Workload {
 		State:       workload.StateExited,
 		GPUs:        []string{"GPU-" + id + "-0", "GPU-" + id + "-1"},
 		Container:   isolation.Ref{Tenant: "acme", ID: id + "-3"},
+		Address:     netip.MustParseAddr("10.200.0.7"),
 		Attempt:     3,
 		Preemptions: 2,
 		Retries:     1,
