@@ -11,8 +11,9 @@
 // Whatever the image says, a container runs as the spec's user (nobody
 // by default), with no new privileges, no capabilities, containerd's
 // default seccomp profile, a read-only root filesystem with a tmpfs /tmp,
-// and a network namespace holding only loopback unless it asks for the
-// host network.
+// the default limits of its tenant's policy (pids, memory, CPU shares), and
+// a network namespace holding only loopback unless it asks for the tenant
+// network or, where the policy allows, the host network.
 //
 // # GPUs through CDI
 //
@@ -41,6 +42,46 @@
 //
 //	[plugins."io.containerd.metadata.v1.bolt"]
 //	  content_sharing_policy = "isolated"
+//
+// Each tenant gets a slot the first time it creates a container, kept in
+// a label of its namespace; the slot picks its host ids and its network.
+//
+// # User namespaces
+//
+// Each tenant's containers run in a user namespace of their own
+// (WithUserNamespaces, on by default): ids 0 to 65535 inside are a range
+// of host ids from IDBase that no other tenant has, so two tenants never
+// share a host uid, and root inside, where a policy allows it, is nobody
+// outside. containerd 1.6 has no idmapped mounts, so the image's layers
+// are copied once per image and tenant with their owners moved into the
+// range (a few ms for a small image, a copy of the image for a large one),
+// and kept as long as the image. Device nodes cannot be made in a user
+// namespace and are bound from the host instead; the device cgroup still
+// decides which may be opened. The source of a writable mount that root
+// owns is given to the tenant (only the folder itself), so what it writes
+// there is its own; a mount another tenant owns is refused. The host's
+// state and root folders of containerd must be traversable by others
+// (0711), as Debian's are.
+//
+// # Tenant network
+//
+// isolation.NetworkBridge puts the container in a network namespace of its
+// own on its tenant's bridge (one bridge and one /24 of the tenant subnet
+// per slot), made with its task through CNI's bridge and host-local
+// plugins (Debian's containernetworking-plugins) and removed with the
+// container. Outbound traffic is masqueraded; firewall chains (iptables
+// and ip6tables) reject what a container sends to the host's own
+// addresses, and with them the node's loopback services, or to another
+// tenant's bridge, and any connection opened toward a container from
+// outside the host. Containers of one tenant reach each other, and the
+// host reaches them at isolation.Info.Address. The chains are installed
+// before the first container joins and removed at Close when none is
+// left. The container gets the host's /etc/resolv.conf: a host whose
+// resolver listens on loopback must give tenants another. A container in
+// a user namespace whose network namespace the runtime made sees the
+// host's /sys, read-only (a new sysfs needs a network namespace its user
+// namespace owns). WithNetwork sets the subnet, the bridge and chain names
+// and the plugin and state folders.
 //
 // # Recovery
 //
