@@ -481,6 +481,10 @@ func (n *network) removeFirewall(ctx context.Context) error {
 		if _, err := exec.LookPath(tool); err != nil {
 			continue // never installed
 		}
+		if !n.fwUp && xt(ctx, tool, "-t", "filter", "-n", "-L", in) != nil &&
+			(tool != "iptables" || xt(ctx, tool, "-t", "nat", "-n", "-L", in) != nil) {
+			continue // not there: nothing to run
+		}
 		errs = append(errs, unjump(ctx, tool, "filter", "INPUT", "-i", bridges, "-j", in),
 			unjump(ctx, tool, "filter", "FORWARD", "-i", bridges, "-j", fwd),
 			unjump(ctx, tool, "filter", "FORWARD", "-o", bridges, "-j", fwd),

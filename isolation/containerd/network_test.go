@@ -21,6 +21,7 @@ import (
 
 	"github.com/gpufarm/gpufarm/internal/containerdtest"
 	"github.com/gpufarm/gpufarm/isolation"
+	"github.com/gpufarm/gpufarm/isolation/containerd"
 )
 
 // sh runs a command the test needs on the host, logging it.
@@ -217,4 +218,75 @@ func TestTenantNetwork(t *testing.T) {
 	chain := strings.ToUpper(n.BridgePrefix) + "-IN"
 	err = exec.CommandContext(context.Background(), "iptables", "-w", "5", "-n", "-L", chain).Run()
 	assert.Error(t, err, "chain %s removed at Close", chain)
+}
+
+// pluginDir links the CNI plugins into a folder of the test's own, so a
+// test can take them away.
+func pluginDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range []string{"bridge", "host-local"} {
+		src := ""
+		for _, d := range containerd.DefaultCNIPluginDirs() {
+			if _, err := os.Stat(filepath.Join(d, p)); err == nil {
+				src = filepath.Join(d, p)
+				break
+			}
+		}
+		require.NotEmpty(t, src, "CNI plugin %s: install containernetworking-plugins", p)
+		require.NoError(t, os.Symlink(src, filepath.Join(dir, p)))
+	}
+	return dir
+}
+
+// TestTenantNetworkFailures: without the plugins a bridge spec is refused
+// at Create and nothing is made; a Delete whose detach fails keeps the
+// container, so it can be retried, and the retry leaves nothing; an
+// attach cut short (a namespace without an address) is redone at Start.
+func TestTenantNetworkFailures(t *testing.T) {
+	plugins := pluginDir(t)
+	d := daemon.Daemon(t)
+	n := testNetwork(d)
+	n.PluginDirs = []string{plugins}
+	f := newFixture(t, containerd.WithNetwork(n))
+	f.importImage(t, "flaky", probeRef)
+	c := ctx(t)
+	spec := isolation.Spec{ID: "web", Tenant: "flaky", Image: probeRef, Network: isolation.NetworkBridge, Args: []string{"sleep"}}
+
+	t.Run("no plugins", func(t *testing.T) {
+		empty := n
+		empty.PluginDirs = []string{t.TempDir()}
+		rt := f.newRuntime(t, containerd.WithNetwork(empty))
+		_, err := rt.Create(c, spec)
+		require.ErrorIs(t, err, isolation.ErrUnavailable)
+		assert.ErrorContains(t, err, "install containernetworking-plugins")
+		_, err = rt.Inspect(c, isolation.Ref{Tenant: spec.Tenant, ID: spec.ID})
+		assert.ErrorIs(t, err, isolation.ErrNotFound, "nothing was made")
+	})
+
+	t.Run("an attach cut short is redone", func(t *testing.T) {
+		info, err := f.rt.Create(c, spec)
+		require.NoError(t, err)
+		// What a crash between the namespace and CNI's ADD leaves.
+		require.NoError(t, containerd.NewNetNS(filepath.Join(n.StateDir, "netns", isolation.Namespace(spec.Tenant), spec.ID)))
+		require.NoError(t, f.rt.Start(c, info.Ref))
+		f.waitOutput(t, info.Ref, "sleeping")
+		got, err := f.rt.Inspect(c, info.Ref)
+		require.NoError(t, err)
+		assert.True(t, got.Address.IsValid(), "attached after all")
+
+		_, err = f.rt.Stop(c, info.Ref)
+		require.NoError(t, err)
+		hidden := plugins + ".away"
+		require.NoError(t, os.Rename(plugins, hidden))
+		err = f.rt.Delete(c, info.Ref)
+		require.ErrorIs(t, err, isolation.ErrUnavailable, "the detach failed")
+		t.Logf("delete without plugins: %v", err)
+		_, err = f.rt.Inspect(c, info.Ref)
+		require.NoError(t, err, "the container is kept for a retry")
+		require.NoError(t, os.Rename(hidden, plugins))
+		require.NoError(t, f.rt.Delete(c, info.Ref))
+		left, _ := filepath.Glob(filepath.Join(n.StateDir, "netns", "*", "*"))
+		assert.Empty(t, left)
+	})
 }

@@ -3,6 +3,7 @@ package containerd_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -21,7 +22,8 @@ func TestOptionsReportEveryProblem(t *testing.T) {
 	defer cancel()
 	rt, err := containerd.New(ctx,
 		containerd.WithLogDir(""), containerd.WithLogCapBytes(1), containerd.WithLogCheckInterval(-time.Second),
-		containerd.WithAddress(""), containerd.WithSnapshotter(""), containerd.WithRuntimeName(""))
+		containerd.WithAddress(""), containerd.WithSnapshotter(""), containerd.WithRuntimeName(""),
+		containerd.WithNetwork(containerd.NetworkConfig{Subnet: netip.MustParsePrefix("10.0.0.0/28"), BridgePrefix: "Bad-Prefix", StateDir: "run"}))
 	if err == nil {
 		_ = rt.Close()
 	}
@@ -29,7 +31,8 @@ func TestOptionsReportEveryProblem(t *testing.T) {
 	t.Logf("error: %v", err)
 	assert.ErrorIs(t, err, isolation.ErrInvalid)
 	assert.ErrorIs(t, err, gpu.ErrInvalid)
-	says := []string{`WithLogDir("")`, "WithLogCapBytes(1)", "WithLogCheckInterval(-1s)", `WithAddress("")`, `WithSnapshotter("")`, `WithRuntimeName("")`}
+	says := []string{`WithLogDir("")`, "WithLogCapBytes(1)", "WithLogCheckInterval(-1s)", `WithAddress("")`, `WithSnapshotter("")`, `WithRuntimeName("")`,
+		"WithNetwork: Subnet 10.0.0.0/28", `WithNetwork: BridgePrefix "Bad-Prefix"`, "WithNetwork: PluginDirs", `WithNetwork: StateDir "run"`}
 	var joined interface{ Unwrap() []error }
 	require.True(t, errors.As(err, &joined))
 	assert.Len(t, joined.Unwrap(), len(says), "one error per problem")
