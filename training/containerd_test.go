@@ -42,36 +42,12 @@ func containerdNode(t *testing.T) *contractNode {
 	containerdtest.Require(t) // skips here, fails with CI=true
 	tar, err := trainerImage()
 	require.NoError(t, err, "build the fake trainer image")
-	// Made before the daemon, so they are removed after it stopped the
-	// containers that write into them.
-	logDir, cdiDir := filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "cdi")
 	d := containerdtest.Start(t)
 	// A tenant of this test process only: containerd puts a container in
 	// the cgroup /<namespace>/<id> whatever daemon runs it.
 	tenant := fmt.Sprintf("acme-%d", os.Getpid())
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("manager, adapter and runtime log:\n%s", logs.String())
-		}
-	})
-	newRuntime := func(devs []gpu.Device) isolation.Runtime {
-		cdi, err := containerd.WriteSimulatedCDI(cdiDir, devs)
-		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir), containerd.WithTenancy(checkpointTenancy()),
-			containerd.WithCDISpecDirs(cdi.SpecDir), containerd.WithLogger(log.With("component", "isolation")))
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = rt.Close() })
-		f, err := os.Open(tar)
-		require.NoError(t, err)
-		defer f.Close()
-		_, err = rt.Import(ctx, tenant, f)
-		require.NoError(t, err)
-		return rt
-	}
+	log := testLog(t)
+	newRuntime := ctrdRuntime(t, d, tar, tenant, log, containerd.WithTenancy(checkpointTenancy()))
 	m, devs, ev := startNode(t, sim.PresetA40, 2, newRuntime, log)
 	client := d.Client(t)
 	return &contractNode{m: m, devs: devs, ev: ev, tenant: tenant, image: trainerRef, gpusSeen: 2,
@@ -84,6 +60,42 @@ func containerdNode(t *testing.T) *contractNode {
 			require.NoError(t, err)
 			return spec.Process.Args
 		}}
+}
+
+// testLog is the log of the manager, the adapter and the runtime, shown
+// when the test fails.
+func testLog(t *testing.T) *slog.Logger {
+	var logs syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("manager, adapter and runtime log:\n%s", logs.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// ctrdRuntime makes the runtimes of a node on daemon d, with the image in
+// tar imported for tenant.
+func ctrdRuntime(t *testing.T, d *containerdtest.Daemon, tar, tenant string, log *slog.Logger, opts ...containerd.Option) func([]gpu.Device) isolation.Runtime {
+	// In the daemon's folder, so they are removed after it stopped the
+	// containers that write into them.
+	logDir, cdiDir := filepath.Join(d.Dir, "sdk-logs"), filepath.Join(d.Dir, "sdk-cdi")
+	return func(devs []gpu.Device) isolation.Runtime {
+		cdi, err := containerd.WriteSimulatedCDI(cdiDir, devs)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		rt, err := containerd.New(ctx, append([]containerd.Option{containerd.WithAddress(d.Address), containerd.WithLogDir(logDir),
+			containerd.WithCDISpecDirs(cdi.SpecDir), containerd.WithLogger(log.With("component", "isolation"))}, opts...)...)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rt.Close() })
+		f, err := os.Open(tar)
+		require.NoError(t, err)
+		defer f.Close()
+		_, err = rt.Import(ctx, tenant, f)
+		require.NoError(t, err)
+		return rt
+	}
 }
 
 // TestContainerdContract is the integration test of the checkpoint
@@ -135,35 +147,12 @@ func TestContainerdServerOnTheTenantNetwork(t *testing.T) {
 	containerdtest.Require(t)
 	tar, err := serverImage()
 	require.NoError(t, err, "build the fake server image")
-	logDir, cdiDir := filepath.Join(t.TempDir(), "logs"), filepath.Join(t.TempDir(), "cdi")
 	d := containerdtest.Start(t)
 	tenant := fmt.Sprintf("acme-%d", os.Getpid())
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("manager, adapter and runtime log:\n%s", logs.String())
-		}
-	})
+	log := testLog(t)
 	net := d.Network()
-	newRuntime := func(devs []gpu.Device) isolation.Runtime {
-		cdi, err := containerd.WriteSimulatedCDI(cdiDir, devs)
-		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		rt, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir),
-			containerd.WithCDISpecDirs(cdi.SpecDir), containerd.WithLogger(log.With("component", "isolation")),
-			containerd.WithNetwork(containerd.NetworkConfig{Subnet: net.Subnet, BridgePrefix: net.BridgePrefix,
-				PluginDirs: containerd.DefaultCNIPluginDirs(), StateDir: net.StateDir}))
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = rt.Close() })
-		f, err := os.Open(tar)
-		require.NoError(t, err)
-		defer f.Close()
-		_, err = rt.Import(ctx, tenant, f)
-		require.NoError(t, err)
-		return rt
-	}
+	newRuntime := ctrdRuntime(t, d, tar, tenant, log, containerd.WithNetwork(containerd.NetworkConfig{Subnet: net.Subnet,
+		BridgePrefix: net.BridgePrefix, PluginDirs: containerd.DefaultCNIPluginDirs(), StateDir: net.StateDir}))
 	m, devs, ev := startNode(t, sim.PresetRTX3080Riser, 2, newRuntime, log)
 	s := server(training.VLLM, 1, gpu.MemoryNeed{Params: 7e9, Precision: gpu.PrecisionINT4})
 	// The image's entrypoint is the server, as in the official images.

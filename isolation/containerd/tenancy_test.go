@@ -79,12 +79,7 @@ func TestImagesArePrivateToTheirTenant(t *testing.T) {
 // hostUID is the host uid a container's first process runs as.
 func (f *fixture) hostUID(t *testing.T, ref isolation.Ref) uint32 {
 	t.Helper()
-	nctx := namespaces.WithNamespace(ctx(t), isolation.Namespace(ref.Tenant))
-	ctr, err := f.client.LoadContainer(nctx, ref.ID)
-	require.NoError(t, err)
-	task, err := ctr.Task(nctx, nil)
-	require.NoError(t, err)
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", task.Pid()))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", f.taskPID(t, ref)))
 	require.NoError(t, err)
 	for _, line := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "Uid:"); ok {
