@@ -202,6 +202,23 @@ func (r *Runtime) Recover(ctx context.Context) ([]isolation.Info, error) {
 			}
 		}
 	}
+	refs := map[isolation.Ref]bool{}
+	for _, i := range infos {
+		refs[i.Ref] = true
+	}
+	for _, ref := range r.net.orphans(refs) {
+		// A container deleted behind the runtime's back (ctr, an operator)
+		// leaves its namespace and address.
+		slot, err := r.tenantSlot(namespaces.WithNamespace(ctx, isolation.Namespace(ref.Tenant)), ref.Tenant)
+		if err == nil {
+			err = r.net.detach(ctx, ref, slot, r.tenantSubnet(slot))
+		}
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			r.log.Info("took a deleted container off the tenant network", "container", ref.String())
+		}
+	}
 	running := 0
 	for _, i := range infos {
 		if i.State == isolation.StateRunning {

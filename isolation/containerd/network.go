@@ -248,7 +248,9 @@ func (n *network) attach(ctx context.Context, ref isolation.Ref, slot int, subne
 		err = os.WriteFile(n.addrPath(ref), []byte(addr.String()+"\n"), 0o644)
 	}
 	if err != nil {
-		if rerr := n.release(context.WithoutCancel(ctx), c, ref); rerr != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), networkTimeout)
+		defer cancel()
+		if rerr := n.release(rctx, c, ref); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		return netip.Addr{}, fmt.Errorf("%w: attach %s to the tenant network: %w", isolation.ErrUnavailable, ref, err)
@@ -313,6 +315,23 @@ func (n *network) release(ctx context.Context, c gocni.CNI, ref isolation.Ref) e
 		return fmt.Errorf("CNI DEL: %w", err)
 	}
 	return removeNetNS(path)
+}
+
+// orphans are the containers with a network namespace that are not in
+// known.
+func (n *network) orphans(known map[isolation.Ref]bool) []isolation.Ref {
+	var out []isolation.Ref
+	paths, _ := filepath.Glob(filepath.Join(n.cfg.StateDir, "netns", isolation.NamespacePrefix+"*", "*"))
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".addr") {
+			continue
+		}
+		ref := isolation.Ref{Tenant: strings.TrimPrefix(filepath.Base(filepath.Dir(p)), isolation.NamespacePrefix), ID: filepath.Base(p)}
+		if !known[ref] {
+			out = append(out, ref)
+		}
+	}
+	return out
 }
 
 // attached counts the network namespaces left.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	ctrd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -288,5 +290,24 @@ func TestTenantNetworkFailures(t *testing.T) {
 		require.NoError(t, f.rt.Delete(c, info.Ref))
 		left, _ := filepath.Glob(filepath.Join(n.StateDir, "netns", "*", "*"))
 		assert.Empty(t, left)
+	})
+
+	t.Run("a container deleted behind the runtime's back", func(t *testing.T) {
+		ref := f.start(t, isolation.Spec{ID: "gone", Tenant: "flaky", Image: probeRef, Network: isolation.NetworkBridge, Args: []string{"sleep"}})
+		f.waitOutput(t, ref, "sleeping")
+		nctx := namespaces.WithNamespace(c, isolation.Namespace(ref.Tenant))
+		ctr, err := f.client.LoadContainer(nctx, ref.ID)
+		require.NoError(t, err)
+		task, err := ctr.Task(nctx, nil)
+		require.NoError(t, err)
+		_, err = task.Delete(nctx, ctrd.WithProcessKill)
+		require.NoError(t, err)
+		require.NoError(t, ctr.Delete(nctx, ctrd.WithSnapshotCleanup))
+		left, _ := filepath.Glob(filepath.Join(n.StateDir, "netns", "*", "gone"))
+		require.Len(t, left, 1, "containerd knows nothing of the network")
+		_, err = f.rt.Recover(c)
+		require.NoError(t, err)
+		left, _ = filepath.Glob(filepath.Join(n.StateDir, "netns", "*", "gone*"))
+		assert.Empty(t, left, "Recover took it off the network")
 	})
 }
