@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -45,6 +47,7 @@ type agentConfig struct {
 	Address, CDIDir, LogDir, Store, Preset string
 	GPUs                                   int    // the first GPUs of the preset
 	Mining, Customer                       string // tenants
+	Network                                containerd.NetworkConfig
 }
 
 type agentCmd struct {
@@ -95,7 +98,7 @@ func runAgent() int {
 	var inner *containerd.Runtime
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		inner, err = containerd.New(ctx, containerd.WithAddress(cfg.Address), containerd.WithLogDir(cfg.LogDir), containerd.WithTenancy(tenancyOf(cfg)),
-			containerd.WithCDISpecDirs(cfg.CDIDir), containerd.WithLogger(log.With("component", "isolation")))
+			containerd.WithCDISpecDirs(cfg.CDIDir), containerd.WithLogger(log.With("component", "isolation")), containerd.WithNetwork(cfg.Network))
 		if err == nil || !errors.Is(err, isolation.ErrUnavailable) || time.Now().After(deadline) {
 			break
 		}
@@ -231,6 +234,7 @@ func agentFault(c agentCmd, rig *sim.Rig, gm *gpu.Manager, rt *faultRuntime, sto
 
 // agent is the test's handle on an agent process.
 type agent struct {
+	cfg  agentConfig
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *json.Decoder
@@ -249,7 +253,7 @@ func startAgent(t *testing.T, cfg agentConfig, logs *syncbuf.Buffer) *agent {
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	return &agent{cmd: cmd, in: in, out: json.NewDecoder(out), logs: logs}
+	return &agent{cfg: cfg, cmd: cmd, in: in, out: json.NewDecoder(out), logs: logs}
 }
 
 // do sends a command and waits for its answer.
@@ -304,7 +308,10 @@ func TestChaosContainerd(t *testing.T) {
 	require.NoError(t, err)
 	ctx := ctxFor(t)
 	// The test's own view of containerd, to check what the agent did.
-	view, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir), containerd.WithCDISpecDirs(simCDI.SpecDir))
+	tn := d.Network()
+	network := containerd.NetworkConfig{Subnet: tn.Subnet, BridgePrefix: tn.BridgePrefix, PluginDirs: containerd.DefaultCNIPluginDirs(), StateDir: tn.StateDir}
+	view, err := containerd.New(ctx, containerd.WithAddress(d.Address), containerd.WithLogDir(logDir), containerd.WithCDISpecDirs(simCDI.SpecDir),
+		containerd.WithNetwork(network))
 	require.NoError(t, err)
 	defer view.Close()
 	for tenant, tar := range map[string]string{miningTenant: minerTar, customerTenant: trainerTar} {
@@ -316,7 +323,7 @@ func TestChaosContainerd(t *testing.T) {
 	}
 	// The agent builds the same 4-GPU rig: same preset, same UUIDs.
 	cfg := agentConfig{Address: d.Address, CDIDir: simCDI.SpecDir, LogDir: logDir, Store: filepath.Join(dir, "node.db"),
-		Preset: sim.PresetA40, GPUs: gpus, Mining: miningTenant, Customer: customerTenant}
+		Preset: sim.PresetA40, GPUs: gpus, Mining: miningTenant, Customer: customerTenant, Network: network}
 	logs := &syncbuf.Buffer{}
 	a := startAgent(t, cfg, logs)
 	defer func() {
@@ -346,6 +353,9 @@ func TestChaosContainerd(t *testing.T) {
 			s := ctrTrainer(id, 1+rnd.IntN(2), ckptDir(t))
 			s.Command[slices.Index(s.Command, "-steps")+1] = fmt.Sprint(100 + rnd.IntN(300))
 			s.StopGrace, s.Preemptible, s.Priority = 2*time.Second, rnd.IntN(3) > 0, rnd.IntN(4)
+			if rnd.IntN(2) == 0 {
+				s.Network = isolation.NetworkBridge
+			}
 			_, err := a.do(agentCmd{Op: "submit", Spec: &s})
 			if err == nil {
 				acked[id] = true
@@ -440,11 +450,15 @@ func TestChaosContainerd(t *testing.T) {
 	_, err = a.do(agentCmd{Op: "cordon-node", Reason: "chaos is over"})
 	require.NoError(t, err)
 	var live []string
+	bridged := map[string]bool{} // workloads that ran on the tenant network
 	require.True(t, waitTrue(2*time.Minute, func() bool {
 		rep, err := a.do(agentCmd{Op: "list"})
 		require.NoError(t, err)
 		live = live[:0]
 		for _, w := range rep.Workloads {
+			if w.Address.IsValid() {
+				bridged[w.Spec.ID] = true
+			}
 			if !w.State.Final() {
 				live = append(live, w.Spec.ID+" "+string(w.State))
 				_, _ = a.do(agentCmd{Op: "cancel", ID: w.Spec.ID})
@@ -461,8 +475,12 @@ func TestChaosContainerd(t *testing.T) {
 	for _, in := range infos {
 		require.NotEqual(t, isolation.StateRunning, in.State, "%s runs after everything ended", in.Ref)
 	}
-	t.Logf("chaos on containerd, seed %d: %d steps %v; faults %v; acknowledged submits %d, cancels %d",
-		seed, *ctrdSteps, counts, faults, len(acked), len(cancels))
+	attached, _ := filepath.Glob(filepath.Join(network.StateDir, "netns", "*", "*"))
+	infos, err = view.List(ctx, isolation.Filter{})
+	require.NoError(t, err)
+	assert.Empty(t, networkProblems(attached, infos), "a network namespace lives only as long as its container")
+	t.Logf("chaos on containerd, seed %d: %d steps %v; faults %v; acknowledged submits %d, cancels %d; %d ran on the tenant network",
+		seed, *ctrdSteps, counts, faults, len(acked), len(cancels), len(bridged))
 }
 
 // checkCtrd checks the invariants of the containerd chaos test after a
@@ -533,6 +551,47 @@ func checkCtrd(t *testing.T, step int, what string, a *agent, view *containerd.R
 	}) {
 		t.Errorf("step %d (%s): records and containers disagree: %s", step, what, why)
 	}
+	// The tenant network: no namespace outlives its container, and no
+	// two running containers share an address.
+	if !waitTrue(30*time.Second, func() bool {
+		attached, _ := filepath.Glob(filepath.Join(a.cfg.Network.StateDir, "netns", "*", "*"))
+		infos, err := list()
+		if err != nil {
+			why = err.Error()
+			return false
+		}
+		why = networkProblems(attached, infos)
+		return why == ""
+	}) {
+		t.Errorf("step %d (%s): tenant network: %s", step, what, why)
+	}
+}
+
+// networkProblems names the network namespaces (paths, globbed before
+// infos were listed) whose container is gone, and the addresses two
+// running containers share.
+func networkProblems(attached []string, infos []isolation.Info) string {
+	var probs []string
+	exists, by := map[string]bool{}, map[netip.Addr]string{}
+	for _, i := range infos {
+		exists[filepath.Join(isolation.Namespace(i.Tenant), i.ID)] = true
+		if i.State != isolation.StateRunning || !i.Address.IsValid() {
+			continue
+		}
+		if other, ok := by[i.Address]; ok {
+			probs = append(probs, fmt.Sprintf("%s and %s both have %s", other, i.Ref, i.Address))
+		}
+		by[i.Address] = i.Ref.String()
+	}
+	for _, p := range attached {
+		if strings.HasSuffix(p, ".addr") {
+			continue
+		}
+		if ref := filepath.Join(filepath.Base(filepath.Dir(p)), filepath.Base(p)); !exists[ref] {
+			probs = append(probs, "a network namespace outlives container "+ref)
+		}
+	}
+	return strings.Join(probs, "; ")
 }
 
 // sharedGPUs names the GPUs that two running containers share.
