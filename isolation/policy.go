@@ -55,6 +55,13 @@ const (
 	DefaultPids        = 4096
 	DefaultMemoryBytes = 32 << 30
 	DefaultCPUShares   = 1024
+	// MaxPids and MaxCPUShares are the default policy's maximums: a spec
+	// cannot lift the fork-bomb guard away, and 262144 is the kernel's
+	// largest share. Memory has no default maximum, since it depends on
+	// the node: set MaxLimits.MemoryBytes to what the node can give one
+	// container and keep for the agent and containerd.
+	MaxPids      = 32768
+	MaxCPUShares = 262144
 )
 
 // DefaultTenancy is the policy a node starts from: paid tenants get no
@@ -70,12 +77,14 @@ func DefaultTenancy(miningTenant string) Tenancy {
 			Networks:      []Network{NetworkBridge},
 			Kinds:         []string{"training", "inference", "batch"},
 			DefaultLimits: limits,
+			MaxLimits:     Limits{Pids: MaxPids, CPUShares: MaxCPUShares},
 		},
 		Tenants: map[string]TenantPolicy{
 			miningTenant: {
 				Networks:      []Network{NetworkHost},
 				Kinds:         []string{"mining"},
 				DefaultLimits: Limits{Pids: 1024, MemoryBytes: 8 << 30, CPUShares: DefaultCPUShares},
+				MaxLimits:     Limits{Pids: MaxPids, CPUShares: MaxCPUShares},
 			},
 		},
 	}

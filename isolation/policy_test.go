@@ -34,6 +34,8 @@ func TestDefaultTenancy(t *testing.T) {
 		{"paid as root", paid, isolation.Spec{ID: "c", Tenant: "acme", Image: "x", User: "0:0"}, []string{`spec.User "0:0": the tenant may not run as root`}},
 		{"everything at once", paid, spec("mining", isolation.NetworkHost, isolation.Mount{Source: root, Target: "/d"}),
 			[]string{"spec.Mounts[0]", "spec.Network", "spec.Kind"}},
+		{"paid lifts the pids limit", paid, isolation.Spec{ID: "c", Tenant: "acme", Image: "x", Limits: isolation.Limits{Pids: 1 << 20}},
+			[]string{"spec.Limits.Pids 1048576"}},
 		{"the miner on the host network", miner, spec("mining", isolation.NetworkHost), nil},
 		{"the miner runs training", miner, spec("training", ""), []string{`spec.Kind "training"`}},
 	}

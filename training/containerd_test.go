@@ -160,8 +160,9 @@ func TestContainerdServerOnTheTenantNetwork(t *testing.T) {
 	plan, err := s.Build(devs)
 	require.NoError(t, err)
 	require.Equal(t, isolation.NetworkBridge, plan.Spec.Network)
-	require.NoError(t, isolation.DefaultTenancy(workload.DefaultMiningTenant).For(tenant).Check(isolation.Spec{
-		ID: s.ID, Tenant: tenant, Kind: string(plan.Spec.Kind), Network: plan.Spec.Network, Image: s.Image}), "the default policy allows the plan")
+	pol := isolation.DefaultTenancy(workload.DefaultMiningTenant).For(tenant)
+	require.NoError(t, pol.Check(pol.Apply(isolation.Spec{ID: s.ID, Tenant: tenant, Kind: string(plan.Spec.Kind), Network: plan.Spec.Network, Image: s.Image})),
+		"the default policy allows the plan")
 	_, err = m.Submit(context.Background(), plan.Spec)
 	require.NoError(t, err)
 	ev.wait(t, 30*time.Second, eventIs(s.ID, workload.EventReady))

@@ -38,8 +38,8 @@ func TestServeOnRisers(t *testing.T) {
 	s := plan.Spec
 	assert.Equal(t, workload.KindInference, s.Kind)
 	assert.Equal(t, isolation.NetworkBridge, s.Network, "the default policy allows it")
-	require.NoError(t, isolation.DefaultTenancy(isolation.DefaultMiningTenant).For("acme").Check(isolation.Spec{
-		ID: s.ID, Tenant: "acme", Kind: string(s.Kind), Network: s.Network, Image: s.Image}))
+	pol := isolation.DefaultTenancy(isolation.DefaultMiningTenant).For("acme")
+	require.NoError(t, pol.Check(pol.Apply(isolation.Spec{ID: s.ID, Tenant: "acme", Kind: string(s.Kind), Network: s.Network, Image: s.Image})))
 	assert.LessOrEqual(t, s.GPUs.MinMemoryBytes, risers[0].MemoryBytes, "the riser cards qualify")
 	assert.Greater(t, s.GPUs.MinMemoryBytes, plan.Memory.PerGPUBytes)
 	assert.False(t, s.GPUs.IgnoreReadiness, "readiness admits these cards for inference")
