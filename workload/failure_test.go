@@ -228,8 +228,9 @@ func TestHygieneHonoursTimeoutWhenDeviceBusy(t *testing.T) {
 	took := time.Since(t0)
 	assert.Less(t, took, 2*time.Second, "the timeout holds")
 	assert.Contains(t, gpuOf(t, n, n.devs[0].UUID).Quarantine, "cannot list its processes within 300ms")
-	w, _ := n.m.Get("first")
-	assert.Equal(t, workload.StateQueued, w.State)
+	// The quarantine shows before the job's move back to the queue is
+	// written.
+	n.waitFor("first", workload.StateQueued)
 
 	// A cancel during hygiene ends it at once.
 	require.NoError(t, n.rig.FailNext(1, 1_000_000, gpu.ErrBusy))
