@@ -107,7 +107,16 @@ func WithMaxImageBytes(n int64) Option { return func(o *options) { o.maxImage = 
 // proxies keep it open (DefaultPingInterval).
 func WithPingInterval(d time.Duration) Option { return func(o *options) { o.ping = d } }
 
-// New serves m. It fails with workload.ErrInvalid naming every bad option.
+// Error categories of New and Serve, matched with errors.Is.
+var (
+	// ErrInvalid: an option of New is bad; the error names each.
+	ErrInvalid = errors.New("agent: invalid option")
+	// ErrInsecure: Serve was asked to listen off loopback without TLS and
+	// credentials.
+	ErrInsecure = errors.New("agent: refusing to serve off loopback without TLS and credentials")
+)
+
+// New serves m. It fails with ErrInvalid naming every bad option.
 func New(m *workload.Manager, opts ...Option) (*Server, error) {
 	o := options{maxBody: DefaultMaxBodyBytes, maxImage: DefaultMaxImageBytes, ping: DefaultPingInterval, certTenant: tenantFromCN}
 	for _, opt := range opts {
@@ -137,7 +146,7 @@ func New(m *workload.Manager, opts ...Option) (*Server, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("%w: %w", workload.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	s := &Server{m: m, o: o, mux: http.NewServeMux(), done: make(chan struct{})}
 	paths := http.NewServeMux() // which paths exist, whatever the method
@@ -216,8 +225,7 @@ func (s *Server) secure(addr net.Addr) error {
 		missing = append(missing, "credentials (WithTokens, or client certificates required and verified)")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%w: refusing to serve the agent API on %s without %s: listen on loopback, or give them",
-			workload.ErrInvalid, addr, strings.Join(missing, " and "))
+		return fmt.Errorf("%w: %s has no %s: listen on loopback, or give them", ErrInsecure, addr, strings.Join(missing, " and "))
 	}
 	return nil
 }
