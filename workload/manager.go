@@ -229,6 +229,9 @@ func (m *Manager) load() error {
 	if err := m.loadCordons(ctx); err != nil {
 		return errorf(ErrStore, "load cordons: %w", err)
 	}
+	if err := m.loadBudget(ctx); err != nil {
+		return errorf(ErrStore, "load the power budget: %w", err)
+	}
 	if es, ok := m.store.(EventStore); ok {
 		last, err := es.LastSeq(ctx)
 		if err != nil {

@@ -3,8 +3,10 @@ package workload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/gpufarm/gpufarm/gpu"
@@ -83,10 +85,52 @@ func (m *Manager) Curtail(ctx context.Context, watts float64) (CurtailReport, er
 	}
 }
 
+// settingBudget is the SettingStore key of the power budget, in watts as
+// decimal text.
+const settingBudget = "power-budget"
+
+// saveBudget stores the budget when the store keeps settings.
+func (m *Manager) saveBudget(ctx context.Context, watts float64) error {
+	ss, ok := m.store.(SettingStore)
+	if !ok {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.o.storeTimeout)
+	defer cancel()
+	err := ss.PutSetting(sctx, settingBudget, strconv.AppendFloat(nil, watts, 'g', -1, 64))
+	m.mu.Lock()
+	m.noteStore(err)
+	m.mu.Unlock()
+	if err != nil {
+		return errorf(ErrStore, "record the power budget: %w", err)
+	}
+	return nil
+}
+
+// loadBudget reads the stored budget, which wins over WithPowerBudget: it
+// is the newer word. The caller holds m.mu.
+func (m *Manager) loadBudget(ctx context.Context) error {
+	ss, ok := m.store.(SettingStore)
+	if !ok {
+		return nil
+	}
+	b, err := ss.Setting(ctx, settingBudget)
+	if err != nil || b == nil {
+		return err
+	}
+	w, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || checkWatts("stored budget", w) != nil {
+		return fmt.Errorf("stored power budget %q: want watts, 0 or more", b)
+	}
+	m.budgetW = w
+	return nil
+}
+
 // PowerBudget returns the standing budget in watts; 0 means none.
 func (m *Manager) PowerBudget() float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	_ = m.load() // a store that cannot be read leaves the option's budget
 	return m.budgetW
 }
 
@@ -143,6 +187,16 @@ func (r *runner) curtail(ctx context.Context, req curtailReq) {
 	m := r.m
 	m.curtailMu.Lock()
 	defer m.curtailMu.Unlock()
+	if !req.standing {
+		// The budget is a site's limit: it is stored before it is in force,
+		// so a restarted manager keeps it.
+		if err := m.saveBudget(ctx, req.watts); err != nil {
+			if req.reply != nil {
+				req.reply <- curtailResult{err: err} // buffered: never blocks
+			}
+			return
+		}
+	}
 	m.mu.Lock()
 	m.curtailing = true
 	if req.standing {

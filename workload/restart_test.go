@@ -269,3 +269,39 @@ func TestCancelSurvivesRestart(t *testing.T) {
 	w = n.waitFor("doomed", workload.StateCancelled)
 	assert.Greater(t, w.Seq, lastSeq, "sequence numbers go on across the restart")
 }
+
+// TestPowerBudgetSurvivesRestart: a site's power budget is stored before it
+// is in force, so a restarted manager keeps enforcing it; lifting it is
+// stored too.
+func TestPowerBudgetSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "node.db")
+	store, err := bolt.Open(path)
+	require.NoError(t, err)
+	n := newNode(t, nodeOpts{preset: "a40", store: store})
+	require.Eventually(t, func() bool { return n.m.Status().Running }, 5*time.Second, 5*time.Millisecond)
+	_, err = n.m.Curtail(ctx, 1500)
+	require.NoError(t, err)
+	n.stop()
+	require.NoError(t, n.m.Close())
+
+	reopen := func() *workload.Manager {
+		s, err := bolt.Open(path)
+		require.NoError(t, err)
+		m, err := workload.New(n.gpus, n.rt, workload.WithStore(s), workload.WithClock(n.clk), workload.WithTick(20*time.Millisecond),
+			workload.WithPowerBudget(9999)) // the stored budget is newer than the option
+		require.NoError(t, err)
+		return m
+	}
+	n.m = reopen()
+	assert.Equal(t, 1500.0, n.m.PowerBudget())
+	assert.Equal(t, 1500.0, n.m.Status().BudgetW)
+	n.start()
+	require.Eventually(t, func() bool { return n.m.Status().Running }, 5*time.Second, 5*time.Millisecond)
+	_, err = n.m.Curtail(ctx, 0)
+	require.NoError(t, err)
+	n.stop()
+	require.NoError(t, n.m.Close())
+	n.m = reopen()
+	assert.Zero(t, n.m.PowerBudget(), "lifted for good")
+}

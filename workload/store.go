@@ -16,7 +16,7 @@ import (
 //
 // A store may do more through optional interfaces, found with a type
 // assertion as database/sql finds a driver's: EventStore (Watch replays
-// across restarts), SettingStore (cordons survive restarts) and LogStore
+// across restarts), SettingStore (cordons and the power budget survive restarts) and LogStore
 // (a finished workload's log tail is kept). Without them those live in
 // memory only.
 type Store interface {
@@ -46,7 +46,8 @@ type EventStore interface {
 	TrimEvents(ctx context.Context, upTo uint64) error
 }
 
-// SettingStore is a Store that keeps node settings (cordons) by key.
+// SettingStore is a Store that keeps node settings (cordons, the power
+// budget) by key.
 type SettingStore interface {
 	Store
 	PutSetting(ctx context.Context, key string, value []byte) error
