@@ -93,7 +93,7 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 
 	events, errc := c.Watch(ctx, 0)
 	job := api.Spec{ID: "train", Kind: "training", Tenant: "acme", GPUs: api.GPUs{Count: 1}, Image: trainerRef,
-		Command: []string{"-checkpoint-dir", "/tmp/ckpt", "-steps", "400", "-step-interval", "20ms", "-logging-steps", "50"},
+		Command:          []string{"-checkpoint-dir", "/tmp/ckpt", "-steps", "400", "-step-interval", "20ms", "-logging-steps", "50"},
 		StopGraceSeconds: 5, PricePerGPUHour: 0.5}
 	_, err = c.Submit(ctx, job)
 	require.NoError(t, err)
