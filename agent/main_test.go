@@ -38,7 +38,7 @@ type node struct {
 	acme   *client.Client // tenant acme's token
 }
 
-func newNode(t *testing.T, opts ...agent.Option) *node {
+func newNode(t testing.TB, opts ...agent.Option) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p, err := sim.PresetByName(sim.PresetA40)
@@ -99,7 +99,7 @@ func sleeper(id, tenant string, gpus int) api.Spec {
 		Command: []string{"sleep", "3600"}, StopGraceSeconds: 1, PricePerGPUHour: 0.5}
 }
 
-func ctxFor(t *testing.T) context.Context {
+func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
