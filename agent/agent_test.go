@@ -273,3 +273,16 @@ func TestTenantToken(t *testing.T) {
 	_, err = n.acme.Summary(ctx, client.Query{Tenant: "globex"}, "tenant")
 	assert.ErrorIs(t, err, client.ErrDenied)
 }
+
+// TestNewReportsEveryBadOption: New names every bad option at once.
+func TestNewReportsEveryBadOption(t *testing.T) {
+	n := newNode(t)
+	_, err := agent.New(n.m, agent.WithTokens(agent.Token{Secret: "short"}, agent.Token{Secret: "long-enough-0123456789", Tenant: "Bad Tenant"}),
+		agent.WithMaxBodyBytes(0), agent.WithPingInterval(-time.Second))
+	require.ErrorIs(t, err, agent.ErrInvalid)
+	for _, want := range []string{"token 0 is 5 characters", "token 1", "WithMaxBodyBytes(0)", "WithPingInterval(-1s)"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	_, err = agent.New(nil)
+	assert.ErrorIs(t, err, agent.ErrInvalid)
+}

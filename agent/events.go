@@ -21,6 +21,11 @@ func (s *Server) events(c caller, w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	select {
+	case <-s.done:
+		return fail(http.StatusServiceUnavailable, api.CodeUnavailable, "the agent is shutting down: reconnect to the next one")
+	default:
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() { // ends with the request or at shutdown

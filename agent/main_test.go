@@ -72,6 +72,7 @@ func newNode(t testing.TB, opts ...agent.Option) *node {
 	n.acme, err = client.New(srv.URL, client.WithToken(acmeToken))
 	require.NoError(t, err)
 	t.Cleanup(func() {
+		_ = s.Close()
 		srv.Close()
 		for _, w := range m.List(workload.Filter{}) {
 			if !w.State.Final() {

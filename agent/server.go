@@ -193,13 +193,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	s.once.Do(func() { close(s.done) })
+	_ = s.Close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	<-served
 	s.o.log.Info("agent API stopped")
 	return err
+}
+
+// Close ends the event streams, at once and for good: an http.Server
+// that serves s waits for them in Shutdown (as httptest.Server does in
+// Close), so call it first. Serve calls it when it shuts down. It is
+// idempotent.
+func (s *Server) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
 }
 
 // ListenAndServe listens on addr (TCP) and serves, as Serve.
