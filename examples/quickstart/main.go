@@ -322,15 +322,19 @@ func (d *demo) summary(rep workload.CurtailReport, ft workload.Workload) {
 	fmt.Fprintf(d.w, "  resume: %s\n", d.resumed)
 	fmt.Fprintf(d.w, "  power cap: %.0f W asked, %.0f W -> %.0f W in %v, met=%v\n", rep.TargetW, rep.StartW, rep.FinalW, rep.Took.Round(time.Millisecond), rep.Met)
 	fmt.Fprintf(d.w, "  finetune: %s after %d attempts, %d preemption(s)\n", ft.State, ft.Attempt, ft.Preemptions)
-	fmt.Fprintln(d.w, "  accounting (power at 0.20/kWh; mining at a flat 0.085 per GPU-hour):")
-	for _, by := range []accounting.GroupBy{accounting.ByKind, accounting.ByWorkload} {
-		rows, err := accounting.Summarize(d.ledger.Query(context.Background(), accounting.Query{}), by)
+	fmt.Fprintln(d.w, "  accounting from the ledger (power at 0.20/kWh; mining at a flat 0.085 per GPU-hour):")
+	for _, by := range []struct {
+		name string
+		by   accounting.GroupBy
+	}{{"per kind", accounting.ByKind}, {"per tenant", accounting.ByTenant}, {"per paid workload", accounting.ByWorkload}} {
+		rows, err := accounting.Summarize(d.ledger.Query(context.Background(), accounting.Query{}), by.by)
 		if err != nil {
 			fmt.Fprintf(d.w, "    %v\n", err)
 			return
 		}
+		fmt.Fprintf(d.w, "   %s:\n", by.name)
 		for _, r := range rows {
-			if by == accounting.ByWorkload && (strings.HasPrefix(r.Key, "mine-") || strings.HasPrefix(r.Key, "(")) {
+			if by.by == accounting.ByWorkload && (strings.HasPrefix(r.Key, "mine-") || strings.HasPrefix(r.Key, "(")) {
 				continue // miners and idle time are in their kind's line
 			}
 			fmt.Fprintf(d.w, "    %-10s %7.1f GPU-s %8.2f kJ  cost %.6f  revenue %.6f  margin %.6f\n", r.Key, r.GPUHours*3600,
