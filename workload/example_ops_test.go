@@ -61,6 +61,17 @@ func (r *exampleRig) start(opts ...workload.Option) (m *workload.Manager, stop f
 	}
 }
 
+// startExampleNode is a rig with one manager running on it; done stops
+// both.
+func startExampleNode(opts ...workload.Option) (r *exampleRig, m *workload.Manager, done func()) {
+	r = newExampleRig()
+	m, stop := r.start(opts...)
+	return r, m, func() {
+		stop()
+		r.close()
+	}
+}
+
 // sleepingMiners fills every idle GPU with a "miner" that sleeps.
 var sleepingMiners = workload.WithFiller(workload.FillerFunc(func(ctx context.Context, d gpu.Device) (workload.Spec, bool) {
 	return workload.Spec{Tenant: "mining", Image: "miner", Command: []string{"sleep", "3600"}, StopGrace: time.Second}, true
@@ -113,10 +124,8 @@ func logged(m *workload.Manager, id, text string) func() bool {
 // then training, which gets its grace to checkpoint and waits in the
 // queue. Curtail(ctx, 0) lifts the budget.
 func ExampleManager_Curtail() {
-	r := newExampleRig()
-	defer r.close()
-	m, stop := r.start(sleepingMiners)
-	defer stop()
+	_, m, done := startExampleNode(sleepingMiners)
+	defer done()
 	ctx := context.Background()
 	if _, err := m.Submit(ctx, checkpointing("finetune", 2)); err != nil {
 		fmt.Println(err)
@@ -177,10 +186,8 @@ func ExampleManager_Curtail() {
 // running training job gets its stop signal and grace, so it can save a
 // checkpoint, and ends cancelled. Cancelling it again does nothing.
 func ExampleManager_Cancel() {
-	r := newExampleRig()
-	defer r.close()
-	m, stop := r.start()
-	defer stop()
+	_, m, done := startExampleNode()
+	defer done()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	events := m.Watch(ctx, 0)
@@ -233,10 +240,8 @@ func ExampleManager_Cancel() {
 // on, and nothing new goes there, not even a miner. Drain moves the work
 // off; Uncordon gives the GPU back.
 func ExampleManager_Cordon() {
-	r := newExampleRig()
-	defer r.close()
-	m, stop := r.start(sleepingMiners)
-	defer stop()
+	r, m, done := startExampleNode(sleepingMiners)
+	defer done()
 	ctx := context.Background()
 	eventually("eight miners", func() bool { return running(m, workload.KindMining) == 8 })
 	uuid := r.gpus.Devices()[0].UUID
