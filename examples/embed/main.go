@@ -34,6 +34,9 @@ func main() {
 		GPUs: workload.GPURequest{Count: 2}, Image: "unused", Command: []string{"echo", "hello"}}))
 	for ev := range events {
 		fmt.Println(ev.ID, ev.Type, len(ev.GPUs), "GPUs")
+		if ev.Type == workload.EventFailed { // it could not run: a bad image or command
+			log.Fatal(ev.Reason)
+		}
 		if ev.Type == workload.EventExited {
 			fmt.Printf("exit code %d, output: %s", ev.Exit.Code, must(m.Logs(ctx, ev.ID)))
 			break
