@@ -28,8 +28,9 @@ type FillerFunc func(ctx context.Context, d gpu.Device) (Spec, bool)
 func (f FillerFunc) Fill(ctx context.Context, d gpu.Device) (Spec, bool) { return f(ctx, d) }
 
 // Policy is the economic policy: whether paid work is worth displacing the
-// mining on its GPUs. The accounting and mining packages provide ones that
-// compare the rental price with what each GPU earns mining. The manager
+// mining on its GPUs. The mining package provides one (Filler.Policy,
+// NewPolicy) that compares the rental price with what each GPU earns
+// mining. The manager
 // calls it while it holds its lock: it must be quick and must not call
 // back into the Manager.
 type Policy interface {

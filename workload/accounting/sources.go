@@ -31,8 +31,9 @@ func (f TimelineFunc) Allocations(uuid string, from, to time.Time) ([]workload.A
 	return f(uuid, from, to)
 }
 
-// MiningRevenue tells what a GPU earned mining: the mining package's
-// stats and coin economics provide one. Revenue is in the operator's
+// MiningRevenue tells what a GPU earned mining. The mining package does
+// not implement it; a MiningRevenueFunc over mining.Filler.Estimate
+// (RevenuePerHour times the hours) is one. Revenue is in the operator's
 // currency, for the mining workload on GPU gpu over [from, to). The meter
 // calls it once per mining record (a minute by default), without its
 // locks.
