@@ -99,6 +99,9 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := minable(p, day[0]); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	cfg := config{preset: p, day: day, tariff: tou, gainPct: *gainPct, ticks: *ticks, log: log}
 	res, err := simulate(ctx, cfg)
@@ -181,6 +184,18 @@ func offerBase(p sim.Preset) (float64, bool) {
 		}
 	}
 	return base, len(p.Cards) > 0
+}
+
+// minable checks that every GPU of p has a coin to mine at st.
+func minable(p sim.Preset, st step) error {
+	for _, c := range p.Cards {
+		m, _ := modelOf(c.Name)
+		if _, ok := bestMining(m.options(st, false)); !ok {
+			return fmt.Errorf("no coin of the market is mined with %s, the algorithm of the %s's benchmark: give -coins a WhatToMine coins.json with %s coins",
+				m.bench.Algorithm, m.bench.Model, m.bench.Algorithm)
+		}
+	}
+	return nil
 }
 
 // supportedPresets names the presets whose every GPU has a benchmark.
