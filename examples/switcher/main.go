@@ -35,10 +35,23 @@ const defaultSeed = 74
 type config struct {
 	preset  sim.Preset
 	day     []step
+	dc      dayConfig // what the day was made of
 	tariff  accounting.Tariff
 	gainPct float64
 	ticks   int
 	log     *slog.Logger
+}
+
+// settings are the command's flags that shape the simulation.
+type settings struct {
+	seed      uint64
+	preset    string
+	short     bool
+	gainPct   float64
+	ticks     int
+	coinsPath string
+	btcUSD    float64
+	log       *slog.Logger
 }
 
 // run is the command without the process around it: flags in args, the
@@ -51,14 +64,15 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 		fmt.Fprintln(fs.Output(), "Plays a simulated day of mining and renting GPUs with profit switching, and what it earned.")
 		fs.PrintDefaults()
 	}
-	seed := fs.Uint64("seed", defaultSeed, "seed of the day's prices, difficulty and offers")
-	presetName := fs.String("preset", sim.PresetRTX3080Riser, "simulated rig: "+supportedPresets())
-	short := fs.Bool("short", false, "play 12 hours (10:00-22:00) instead of the whole day")
-	gainPct := fs.Float64("gain", 5, "switch only for at least this gain, in percent of the current profit")
-	ticks := fs.Int("ticks", 3, "... held for this many 15-minute steps in a row")
-	coinsPath := fs.String("coins", "", "a WhatToMine coins.json to start from (default: its reply of 19 February 2020)")
-	btcUSD := fs.Float64("btc", btcUSDOfTheDay, "dollars per BTC at the start, unless the coins file prices Bitcoin")
-	csvPath := fs.String("csv", "", "write every step (prices, tariff, offer, each GPU's choice) as CSV to this file (- for standard output)")
+	var s settings
+	fs.Uint64Var(&s.seed, "seed", defaultSeed, "seed of the day's prices, difficulty and offers")
+	fs.StringVar(&s.preset, "preset", sim.PresetRTX3080Riser, "simulated rig: "+supportedPresets())
+	fs.BoolVar(&s.short, "short", false, "play 12 hours (10:00-22:00) instead of the whole day")
+	fs.Float64Var(&s.gainPct, "gain", 5, "switch only for at least this gain, in percent of the current profit")
+	fs.IntVar(&s.ticks, "ticks", 3, "... held for this many 15-minute steps in a row")
+	fs.StringVar(&s.coinsPath, "coins", "", "a WhatToMine coins.json to start from (default: its reply of 19 February 2020)")
+	fs.Float64Var(&s.btcUSD, "btc", btcUSDOfTheDay, "dollars per BTC at the start, unless the coins file prices Bitcoin")
+	csvPath := fs.String("csv", "", "write every step (prices, tariff, offer, each GPU's choice) as CSV to this file")
 	verbose := fs.Bool("v", false, "print GPU 0's options and the switcher's word at every step")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -69,52 +83,60 @@ func run(ctx context.Context, out io.Writer, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: all settings are flags (-h lists them)", fs.Args())
 	}
-	if *btcUSD <= 0 {
-		return fmt.Errorf("-btc %v: want a positive price", *btcUSD)
-	}
-	p, err := sim.PresetByName(*presetName)
+	s.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg, err := setup(ctx, s)
 	if err != nil {
 		return err
 	}
-	base, ok := offerBase(p)
-	if !ok {
-		return fmt.Errorf("preset %q has GPUs without a mining benchmark: use one of %s", p.Name, supportedPresets())
-	}
-	market, err := loadMarket(ctx, *coinsPath)
-	if err != nil {
-		return err
-	}
-	if market.BTCPrice.Valid {
-		*btcUSD = market.BTCPrice.Value
-	}
-	tou, err := accounting.NewTimeOfUse(time.UTC, tariffBands())
-	if err != nil {
-		return err
-	}
-	dc := dayConfig{market: market, btcUSD: *btcUSD, seed: *seed, hours: 24, tariff: tou, tenant: "acme", basePrice: base, gpus: len(p.Cards)}
-	if *short {
-		dc.from, dc.hours = 10*time.Hour, 12
-	}
-	day, err := newDay(dc)
-	if err != nil {
-		return err
-	}
-	if err := minable(p, day[0]); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := config{preset: p, day: day, tariff: tou, gainPct: *gainPct, ticks: *ticks, log: log}
 	res, err := simulate(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if err := report(ctx, out, cfg, dc, res, *verbose); err != nil {
+	if err := report(ctx, out, cfg, res, *verbose); err != nil {
 		return err
 	}
 	if *csvPath != "" {
-		return writeTo(*csvPath, out, func(w io.Writer) error { return writeSteps(w, cfg, res.switching) })
+		return writeSteps(*csvPath, cfg, res.switching)
 	}
 	return nil
+}
+
+// setup builds the rig and the day the settings ask for.
+func setup(ctx context.Context, s settings) (config, error) {
+	if s.btcUSD <= 0 {
+		return config{}, fmt.Errorf("-btc %v: want a positive price", s.btcUSD)
+	}
+	p, err := sim.PresetByName(s.preset)
+	if err != nil {
+		return config{}, err
+	}
+	base, ok := offerBase(p)
+	if !ok {
+		return config{}, fmt.Errorf("preset %q has GPUs without a mining benchmark: use one of %s", p.Name, supportedPresets())
+	}
+	market, err := loadMarket(ctx, s.coinsPath)
+	if err != nil {
+		return config{}, err
+	}
+	if market.BTCPrice.Valid {
+		s.btcUSD = market.BTCPrice.Value
+	}
+	tou, err := accounting.NewTimeOfUse(time.UTC, tariffBands())
+	if err != nil {
+		return config{}, err
+	}
+	dc := dayConfig{market: market, btcUSD: s.btcUSD, seed: s.seed, hours: 24, tariff: tou, tenant: "acme", basePrice: base, gpus: len(p.Cards)}
+	if s.short {
+		dc.from, dc.hours = 10*time.Hour, 12
+	}
+	day, err := newDay(dc)
+	if err != nil {
+		return config{}, err
+	}
+	if err := minable(p, day[0]); err != nil {
+		return config{}, err
+	}
+	return config{preset: p, day: day, dc: dc, tariff: tou, gainPct: s.gainPct, ticks: s.ticks, log: s.log}, nil
 }
 
 // outcome is the day under each strategy.
@@ -207,19 +229,4 @@ func supportedPresets() string {
 		}
 	}
 	return strings.Join(names, ", ")
-}
-
-func writeTo(path string, stdout io.Writer, fn func(io.Writer) error) error {
-	if path == "-" {
-		return fn(stdout)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := fn(f); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -344,17 +344,10 @@ func rtx3080Riser(t *testing.T) sim.Preset {
 // shortConfig is the day -short plays with that seed.
 func shortConfig(t *testing.T, seed uint64) config {
 	t.Helper()
-	market, err := mining.ParseWhatToMine(coinsJSON)
+	cfg, err := setup(context.Background(), settings{seed: seed, preset: sim.PresetRTX3080Riser, short: true,
+		gainPct: 5, ticks: 3, btcUSD: btcUSDOfTheDay, log: quiet()})
 	require.NoError(t, err)
-	tou, err := accounting.NewTimeOfUse(time.UTC, tariffBands())
-	require.NoError(t, err)
-	p := rtx3080Riser(t)
-	base, ok := offerBase(p)
-	require.True(t, ok)
-	day, err := newDay(dayConfig{market: market, btcUSD: btcUSDOfTheDay, seed: seed, from: 10 * time.Hour, hours: 12,
-		tariff: tou, tenant: "acme", basePrice: base, gpus: len(p.Cards)})
-	require.NoError(t, err)
-	return config{preset: p, day: day, tariff: tou, gainPct: 5, ticks: 3, log: quiet()}
+	return cfg
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }

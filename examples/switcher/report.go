@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +19,8 @@ import (
 
 // report prints the setting, the switching strategy's decisions and the
 // day under each strategy.
-func report(ctx context.Context, out io.Writer, cfg config, dc dayConfig, o *outcome, verbose bool) error {
+func report(ctx context.Context, out io.Writer, cfg config, o *outcome, verbose bool) error {
+	dc := cfg.dc
 	first, last := cfg.day[0].At, cfg.day[len(cfg.day)-1].At.Add(stepLen)
 	m, _ := modelOf(cfg.preset.Cards[0].Name)
 	fmt.Fprintf(out, "profit switching on a simulated rig: %s (%s)\n", cfg.preset.Description, cfg.preset.Name)
@@ -161,10 +164,16 @@ func summarize(ctx context.Context, r *dayResult) (summary, error) {
 	return s, nil
 }
 
-// writeSteps writes one CSV row per step: the market, the tariff, the
-// offer, what each choice nets on GPU 0, and what every GPU runs.
-func writeSteps(w io.Writer, cfg config, r *dayResult) error {
-	cw := csv.NewWriter(w)
+// writeSteps writes one CSV row per step to the file at path: the market,
+// the tariff, the offer, what each choice nets on GPU 0, and what every
+// GPU runs.
+func writeSteps(path string, cfg config, r *dayResult) (err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, f.Close()) }()
+	cw := csv.NewWriter(f)
 	m, _ := modelOf(r.devices[0].Name)
 	head := []string{"time", "usd_per_kwh", "btc_usd"}
 	for _, c := range cfg.day[0].Coins {
@@ -178,17 +187,17 @@ func writeSteps(w io.Writer, cfg config, r *dayResult) error {
 	if err := cw.Write(head); err != nil {
 		return err
 	}
-	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
+	num := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
 	for i, st := range cfg.day {
 		opts := m.options(st, true)
-		row := []string{st.At.Format(time.RFC3339), f(st.PerKWh), f(st.BTCUSD)}
+		row := []string{st.At.Format(time.RFC3339), num(st.PerKWh), num(st.BTCUSD)}
 		for _, c := range st.Coins {
 			o, _ := find(opts, choice{act: actMine, coin: c.Tag})
-			row = append(row, f(c.PriceBTC), f(c.Difficulty), f(o.est.ProfitPerHour))
+			row = append(row, num(c.PriceBTC), num(c.Difficulty), num(o.est.ProfitPerHour))
 		}
 		rent, _ := find(opts, choice{act: actRent, tenant: st.Offer.Tenant})
 		idle, _ := find(opts, choice{act: actIdle})
-		row = append(row, strconv.Itoa(st.Offer.GPUs), f(st.Offer.PerGPUHour), f(rent.est.ProfitPerHour), f(idle.est.ProfitPerHour))
+		row = append(row, strconv.Itoa(st.Offer.GPUs), num(st.Offer.PerGPUHour), num(rent.est.ProfitPerHour), num(idle.est.ProfitPerHour))
 		for _, c := range r.choices[i] {
 			row = append(row, c.String())
 		}
