@@ -613,12 +613,19 @@ func sharedGPUs(infos []isolation.Info) []string {
 	return out
 }
 
-// agreement says how running containers and live records disagree, or "".
+// agreement says how the running containers and the live records
+// disagree: a running record without its container, a container without
+// a live record, an external workload (a claim's, run by kubelet) with a
+// container of the node's own or a GPU that one of them has too.
 func agreement(infos []isolation.Info, recs []workload.Workload) string {
 	running := map[isolation.Ref]bool{}
+	gpuIn := map[string]isolation.Ref{} // GPU -> the running container that has it
 	for _, in := range infos {
 		if in.State == isolation.StateRunning {
 			running[in.Ref] = true
+			for _, g := range in.GPUs {
+				gpuIn[g] = in.Ref
+			}
 		}
 	}
 	byRef := map[isolation.Ref]bool{}
@@ -627,7 +634,17 @@ func agreement(infos []isolation.Info, recs []workload.Workload) string {
 		if !w.State.Final() && w.State != workload.StateQueued {
 			byRef[w.Container] = true
 		}
-		if w.State == workload.StateRunning && !running[w.Container] {
+		switch {
+		case w.Spec.External && running[w.Container]:
+			probs = append(probs, fmt.Sprintf("external %s has a container of the node's own: %s", w.Spec.ID, w.Container))
+		case w.Spec.External && w.State == workload.StateRunning:
+			// Its GPUs are its claim's alone: no container of the node's has them.
+			for _, g := range w.GPUs {
+				if ref, ok := gpuIn[g]; ok {
+					probs = append(probs, fmt.Sprintf("GPU %s of external %s is in container %s too", g, w.Spec.ID, ref))
+				}
+			}
+		case w.State == workload.StateRunning && !running[w.Container]:
 			probs = append(probs, fmt.Sprintf("%s is running without its container %s", w.Spec.ID, w.Container))
 		}
 	}

@@ -238,6 +238,11 @@ func (c *chaos) submit(ctx context.Context) string {
 	if c.rnd.IntN(5) == 0 {
 		s.GPUs = workload.GPURequest{UUIDs: []string{c.devs[c.rnd.IntN(len(c.devs))].UUID}, IgnoreReadiness: true}
 	}
+	if c.rnd.IntN(6) == 0 {
+		// A Kubernetes claim: pinned, held until cancelled, run by kubelet.
+		s = workload.Spec{ID: id, Kind: workload.KindTraining, Tenant: "claims", External: true,
+			GPUs: workload.GPURequest{UUIDs: []string{c.devs[c.rnd.IntN(len(c.devs))].UUID}, IgnoreReadiness: true}}
+	}
 	_, err := c.m.Submit(ctx, s)
 	if err == nil {
 		c.acked[id] = true
@@ -381,37 +386,14 @@ func (c *chaos) check(what string) {
 	}
 }
 
-// agree says how the running containers and the live records disagree,
-// or "" when every running container has a live record and every running
-// record its container.
+// agree says how the running containers and the live records disagree
+// (see agreement), or "" when they agree.
 func (c *chaos) agree(ctx context.Context) string {
 	infos, err := c.inner.List(ctx, isolation.Filter{})
 	if err != nil {
 		return err.Error()
 	}
-	running := map[isolation.Ref]bool{}
-	for _, in := range infos {
-		if in.State == isolation.StateRunning {
-			running[in.Ref] = true
-		}
-	}
-	byRef := map[isolation.Ref]workload.Workload{}
-	var probs []string
-	for _, w := range c.m.List(workload.Filter{}) {
-		if !w.State.Final() && w.State != workload.StateQueued {
-			byRef[w.Container] = w
-		}
-		if w.State == workload.StateRunning && !running[w.Container] {
-			probs = append(probs, fmt.Sprintf("%s is running without its container %s", w.Spec.ID, w.Container))
-		}
-	}
-	for ref := range running {
-		if _, ok := byRef[ref]; !ok {
-			probs = append(probs, fmt.Sprintf("container %s runs with no live record", ref))
-		}
-	}
-	slices.Sort(probs)
-	return strings.Join(probs, "; ")
+	return agreement(infos, c.m.List(workload.Filter{}))
 }
 
 func waitTrue(d time.Duration, cond func() bool) bool {

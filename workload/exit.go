@@ -26,7 +26,7 @@ func (r *runner) await(ctx context.Context, e *entry) {
 	ref := e.w.Container
 	m.mu.Unlock()
 	for n := 1; ; n++ {
-		st, err := m.rt.Wait(ctx, ref)
+		st, err := m.rtFor(ref).Wait(ctx, ref)
 		if ctx.Err() != nil {
 			return // Run is ending; the next Run adopts the container
 		}
@@ -35,7 +35,7 @@ func (r *runner) await(ctx context.Context, e *entry) {
 			return
 		}
 		ictx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-		info, ierr := m.rt.Inspect(ictx, ref)
+		info, ierr := m.rtFor(ref).Inspect(ictx, ref)
 		cancel()
 		switch {
 		case ierr == nil && info.State == isolation.StateStopped && info.Exit != nil:
@@ -199,7 +199,7 @@ func (r *runner) keepLog(ctx context.Context, e *entry, ref isolation.Ref) {
 	}
 	lctx, cancel := context.WithTimeout(ctx, m.o.storeTimeout)
 	defer cancel()
-	rc, err := m.rt.Logs(lctx, ref)
+	rc, err := m.rtFor(ref).Logs(lctx, ref)
 	if err != nil {
 		m.log.Warn("read the output of an ended container", "container", ref.String(), "err", err)
 		return
@@ -259,7 +259,7 @@ func (m *Manager) Logs(ctx context.Context, id string) ([]byte, error) {
 	if live {
 		lctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 		defer cancel()
-		rc, err := m.rt.Logs(lctx, ref)
+		rc, err := m.rtFor(ref).Logs(lctx, ref)
 		if err == nil {
 			defer rc.Close()
 			return tail(rc, max(m.o.logTail, 1))

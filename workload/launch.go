@@ -63,13 +63,13 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-	_, err = m.rt.Create(cctx, cspec)
+	_, err = m.rtOf(e).Create(cctx, cspec)
 	cancel()
 	if err != nil {
 		r.launchFailed(ctx, e, ref, "create container", err, false)
 		return
 	}
-	if p, ok := m.rt.(isolation.Preparer); ok {
+	if p, ok := m.rtOf(e).(isolation.Preparer); ok {
 		pctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 		err = p.Prepare(pctx, ref)
 		cancel()
@@ -114,7 +114,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-	err = m.rt.Start(sctx, ref)
+	err = m.rtOf(e).Start(sctx, ref)
 	cancel()
 	if err != nil {
 		r.launchFailed(ctx, e, ref, "start container", err, true)
@@ -123,7 +123,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	var pids []int
 	var addr netip.Addr
 	ictx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-	if info, err := m.rt.Inspect(ictx, ref); err == nil && info.PID > 0 {
+	if info, err := m.rtOf(e).Inspect(ictx, ref); err == nil && info.PID > 0 {
 		pids, addr = []int{info.PID}, info.Address
 	}
 	cancel()
@@ -231,12 +231,12 @@ func (r *runner) stopDuringLaunch(e *entry, ref isolation.Ref, created bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), m.o.storeTimeout)
 	defer cancel()
 	if created {
-		info, err := m.rt.Inspect(ctx, ref)
+		info, err := m.rtFor(ref).Inspect(ctx, ref)
 		switch {
 		case err == nil && info.State == isolation.StateRunning:
 			return
 		case err == nil:
-			if derr := m.rt.Delete(ctx, ref); derr != nil {
+			if derr := m.rtFor(ref).Delete(ctx, ref); derr != nil {
 				return // the next Run finds it and decides
 			}
 		case !errors.Is(err, isolation.ErrNotFound):

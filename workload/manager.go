@@ -27,6 +27,7 @@ import (
 type Manager struct {
 	gpus  *gpu.Manager
 	rt    isolation.Runtime
+	holds *holds // the holds of external workloads, their runtime
 	store Store
 	log   *slog.Logger
 	clock gpu.Clock
@@ -152,7 +153,7 @@ func New(gpus *gpu.Manager, rt isolation.Runtime, opts ...Option) (*Manager, err
 		o.policy = AlwaysRent()
 	}
 	m := &Manager{
-		gpus: gpus, rt: rt, store: o.store, log: o.log, clock: o.clock, o: o,
+		gpus: gpus, rt: rt, holds: newHolds(), store: o.store, log: o.log, clock: o.clock, o: o,
 		work:       map[string]*entry{},
 		live:       map[string]*entry{},
 		byUUID:     map[string]int{},
@@ -245,6 +246,9 @@ func (m *Manager) load() error {
 		m.work[w.Spec.ID] = e
 		if w.State.live() {
 			m.live[w.Spec.ID] = e
+			if w.Spec.External && w.Container != (isolation.Ref{}) && w.State != StateQueued {
+				m.holds.restore(w)
+			}
 		}
 	}
 	m.loaded = true

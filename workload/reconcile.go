@@ -54,6 +54,8 @@ func (r *runner) reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list containers to re-adopt: %w", err)
 	}
+	held, _ := m.holds.List(ctx, isolation.Filter{}) // external workloads' holds, made again by load
+	infos = append(infos, held...)
 	containers := map[isolation.Ref]isolation.Info{}
 	for _, in := range infos {
 		containers[in.Ref] = in
@@ -155,7 +157,7 @@ func (r *runner) removeOrphan(ctx context.Context, in isolation.Info) {
 	m := r.m
 	if in.State == isolation.StateRunning {
 		sctx, cancel := context.WithTimeout(ctx, in.StopGrace+m.o.runtimeTimeout)
-		_, err := m.rt.Stop(sctx, in.Ref)
+		_, err := m.rtFor(in.Ref).Stop(sctx, in.Ref)
 		cancel()
 		if err != nil && !errors.Is(err, isolation.ErrNotFound) && !errors.Is(err, isolation.ErrState) {
 			m.log.Warn("stop orphan container failed; retrying at the next tick", "container", in.Ref.String(), "err", err)

@@ -184,7 +184,7 @@ func (r *runner) deleteContainer(ctx context.Context, ref isolation.Ref) {
 	m := r.m
 	dctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 	defer cancel()
-	err := m.rt.Delete(dctx, ref)
+	err := m.rtFor(ref).Delete(dctx, ref)
 	if err == nil || errors.Is(err, isolation.ErrNotFound) || ctx.Err() != nil {
 		return
 	}

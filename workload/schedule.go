@@ -327,7 +327,7 @@ func (r *runner) stopContainer(ctx context.Context, e *entry) {
 	r.spawn(ctx, func(ctx context.Context) {
 		sctx, cancel := context.WithTimeout(ctx, grace+m.o.runtimeTimeout)
 		defer cancel()
-		if _, err := m.rt.Stop(sctx, ref); err != nil && ctx.Err() == nil {
+		if _, err := m.rtFor(ref).Stop(sctx, ref); err != nil && ctx.Err() == nil {
 			m.log.Warn("stop workload failed; retrying", "id", e.id, "container", ref.String(), "err", err)
 			m.mu.Lock()
 			e.stopping = false

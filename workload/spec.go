@@ -106,6 +106,13 @@ type Spec struct {
 	// PricePerGPUHour is what the customer pays, in the operator's
 	// currency; the economic policy and the accounting read it.
 	PricePerGPUHour float64
+	// External says someone else runs the workload's containers: kubelet,
+	// for a Kubernetes resource claim. The manager places the workload,
+	// takes its GPUs from their holders with hygiene (miners yield, power
+	// and clocks back to defaults), holds them and accounts for them
+	// until Cancel, and starts nothing; Image, Command and the other
+	// container fields are unused.
+	External bool
 	// Load is the expected GPU utilisation, 0 to 1, that the workload puts
 	// on each of its GPUs; a simulated rig draws power by it. Zero takes
 	// the kind's default.
@@ -172,6 +179,9 @@ func (s Spec) Validate() error {
 	// labels) are the isolation layer's: check them by its rules now, so
 	// nothing is displaced for a spec the runtime would refuse.
 	probe := s.containerSpec(fallback(s.ID, "x")+"-1", []isolation.GPU{{Device: "nvidia.com/gpu=0", UUID: "GPU-0"}})
+	if s.External && probe.Image == "" {
+		probe.Image = "external" // no image: nothing of the node runs
+	}
 	if err := probe.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -114,6 +114,7 @@ func Workload(id string) workload.Workload {
 			StopGrace:       90 * time.Second,
 			MinRuntime:      10 * time.Minute,
 			PricePerGPUHour: 0.35,
+			External:        true,
 			Load:            0.9,
 			OnGPULoss:       workload.GPULossFail,
 			Labels:          map[string]string{"run": id, "team": "vision", "note": "ünïcode \"quoted\""},
