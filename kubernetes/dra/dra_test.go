@@ -111,7 +111,10 @@ func TestUnhealthyGPUIsTaintedThenRecovers(t *testing.T) {
 	assert.Equal(t, dra.DriverName+"/unhealthy", d.Taints[0].Key)
 
 	n.drv.HandleError(context.Background(), &resourceslice.DroppedFieldsError{PoolName: nodeName}, "taints dropped")
-	n.slice(func(s resourceapi.ResourceSlice) bool { _, ok := device(s, "gpu-1"); return !ok && len(s.Spec.Devices) == 2 })
+	n.slice(func(s resourceapi.ResourceSlice) bool {
+		_, ok := device(s, "gpu-1")
+		return !ok && len(s.Spec.Devices) == 2
+	})
 
 	require.NoError(t, n.rig.Reset(1))
 	require.NoError(t, n.gpus.ResetHealth(n.gpus.Devices()[1].UUID))

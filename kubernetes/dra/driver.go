@@ -198,20 +198,20 @@ func (d *Driver) devices() []resourceapi.Device {
 	for _, g := range d.m.GPUs() {
 		dev, r := g.Device, byUUID[g.Device.UUID]
 		attrs := map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
-			"uuid":                str(dev.UUID),
-			"model":               str(strings.TrimPrefix(dev.Name, "NVIDIA ")),
-			"class":               str(dev.Class.String()),
-			"architecture":        str(string(dev.Architecture)),
-			"computeCapability":   version(dev.ComputeCapability),
-			"pcieGeneration":      integer(int64(r.Link.Gen)),
-			"pcieWidth":           integer(int64(r.Link.Width)),
-			"riser":               boolean(slices.Contains(r.Flags, gpu.FlagRiserX1)),
-			"use":                 str(r.Use.String()),
-			"inferenceFP16Params": integer(int64(r.Fit.InferenceFP16Params)),
-			"inferenceINT4Params": integer(int64(r.Fit.InferenceINT4Params)),
-			"qloraParams":         integer(int64(r.Fit.QLoRAParams)),
-			"ecc":                 boolean(dev.ECC == gpu.FeatureEnabled),
-			"persistenceMode":     boolean(dev.Persistence == gpu.FeatureEnabled),
+			"uuid":                            str(dev.UUID),
+			"model":                           str(strings.TrimPrefix(dev.Name, "NVIDIA ")),
+			"class":                           str(dev.Class.String()),
+			"architecture":                    str(string(dev.Architecture)),
+			"computeCapability":               version(dev.ComputeCapability),
+			"pcieGeneration":                  integer(int64(r.Link.Gen)),
+			"pcieWidth":                       integer(int64(r.Link.Width)),
+			"riser":                           boolean(slices.Contains(r.Flags, gpu.FlagRiserX1)),
+			"use":                             str(r.Use.String()),
+			"inferenceFP16Params":             integer(int64(r.Fit.InferenceFP16Params)),
+			"inferenceINT4Params":             integer(int64(r.Fit.InferenceINT4Params)),
+			"qloraParams":                     integer(int64(r.Fit.QLoRAParams)),
+			"ecc":                             boolean(dev.ECC == gpu.FeatureEnabled),
+			"persistenceMode":                 boolean(dev.Persistence == gpu.FeatureEnabled),
 			"resource.kubernetes.io/pciBusID": str(dev.PCIBusID),
 		}
 		if dev.Architecture == gpu.ArchUnknown {
@@ -257,9 +257,9 @@ func taintValue(why string) string {
 	return strings.Trim(b.String(), "-_.")
 }
 
-func str(s string) resourceapi.DeviceAttribute     { return resourceapi.DeviceAttribute{StringValue: &s} }
-func integer(n int64) resourceapi.DeviceAttribute  { return resourceapi.DeviceAttribute{IntValue: &n} }
-func boolean(b bool) resourceapi.DeviceAttribute   { return resourceapi.DeviceAttribute{BoolValue: &b} }
+func str(s string) resourceapi.DeviceAttribute    { return resourceapi.DeviceAttribute{StringValue: &s} }
+func integer(n int64) resourceapi.DeviceAttribute { return resourceapi.DeviceAttribute{IntValue: &n} }
+func boolean(b bool) resourceapi.DeviceAttribute  { return resourceapi.DeviceAttribute{BoolValue: &b} }
 func version(c gpu.ComputeCapability) resourceapi.DeviceAttribute {
 	v := fmt.Sprintf("%d.%d.0", c.Major, c.Minor)
 	return resourceapi.DeviceAttribute{VersionValue: &v}
