@@ -2,6 +2,8 @@ package dra
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -20,13 +22,11 @@ import (
 const ClaimPriority = 1000
 
 // WorkloadID is the ID of a claim's workload on the node: the claim's
-// name and the start of its UID, so the ledger is readable and two claims
+// name and a digest of its UID, so the ledger is readable and two claims
 // of the same name never share one.
 func WorkloadID(name string, uid types.UID) string {
-	u := strings.ReplaceAll(string(uid), "-", "")
-	if len(u) > 8 {
-		u = u[:8]
-	}
+	sum := sha256.Sum256([]byte(uid))
+	u := hex.EncodeToString(sum[:5])
 	var b strings.Builder
 	for _, r := range strings.ToLower(name) {
 		switch {
@@ -193,7 +193,7 @@ func claimSpec(c *resourceapi.ResourceClaim, id string, uuids []string) (workloa
 func (d *Driver) waitHeld(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, d.o.prepare)
 	defer cancel()
-	events := d.m.Watch(ctx, 0)
+	events := d.watchFrom(ctx, id)
 	for {
 		w, err := d.m.Get(id)
 		if err != nil {
@@ -212,6 +212,16 @@ func (d *Driver) waitHeld(ctx context.Context, id string) error {
 			return errors.Join(fmt.Errorf("the GPUs were not handed over within %v (%s: %s): try again", d.o.prepare, w.State, w.Reason), cerr)
 		}
 	}
+}
+
+// watchFrom wakes on the events after the workload's last recorded one,
+// so a wait never reads back the whole event log.
+func (d *Driver) watchFrom(ctx context.Context, id string) <-chan workload.Event {
+	var after uint64
+	if w, err := d.m.Get(id); err == nil && w.Seq > 0 {
+		after = w.Seq - 1
+	}
+	return d.m.Watch(ctx, after)
 }
 
 // UnprepareResourceClaims gives each claim's GPUs back: its workload is
@@ -244,7 +254,7 @@ func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletpl
 func (d *Driver) waitEnded(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, d.o.prepare)
 	defer cancel()
-	events := d.m.Watch(ctx, 0)
+	events := d.watchFrom(ctx, id)
 	for {
 		w, err := d.m.Get(id)
 		if err != nil || w.State.Final() {
