@@ -49,7 +49,7 @@ func (m *Manager) rtFor(ref isolation.Ref) isolation.Runtime {
 	return m.rt
 }
 
-// rtOf is the runtime that runs e's containers.
+// rtOf is the runtime that runs e's containers. The caller holds m.mu.
 func (m *Manager) rtOf(e *entry) isolation.Runtime {
 	if e.w.Spec.External {
 		return m.holds

@@ -36,11 +36,12 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	var cspec isolation.Spec
 	var gpus []string
 	var t0 time.Time
+	var rt isolation.Runtime // the node's, or the holds of an external workload
 	err := r.commit(ctx, e, func() (change, bool) {
 		ref = isolation.Ref{Tenant: e.w.Spec.Tenant, ID: fmt.Sprintf("%s-%d", e.w.Spec.ID, e.w.Attempt+1)}
 		return change{to: StateScheduled, edit: func(w *Workload) { w.Attempt++; w.Container = ref }}, true
 	}, func() {
-		cspec, t0, gpus = m.containerSpec(e), e.scheduledAt, slices.Clone(e.w.GPUs)
+		cspec, t0, gpus, rt = m.containerSpec(e), e.scheduledAt, slices.Clone(e.w.GPUs), m.rtOf(e)
 	})
 	if err != nil {
 		return // Run is ending: the record says scheduled, and the next Run requeues it
@@ -63,13 +64,13 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	}
 
 	cctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-	_, err = m.rtOf(e).Create(cctx, cspec)
+	_, err = rt.Create(cctx, cspec)
 	cancel()
 	if err != nil {
 		r.launchFailed(ctx, e, ref, "create container", err, false)
 		return
 	}
-	if p, ok := m.rtOf(e).(isolation.Preparer); ok {
+	if p, ok := rt.(isolation.Preparer); ok {
 		pctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
 		err = p.Prepare(pctx, ref)
 		cancel()
@@ -114,7 +115,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-	err = m.rtOf(e).Start(sctx, ref)
+	err = rt.Start(sctx, ref)
 	cancel()
 	if err != nil {
 		r.launchFailed(ctx, e, ref, "start container", err, true)
@@ -123,7 +124,7 @@ func (r *runner) launch(ctx context.Context, e *entry, abort, launched chan stru
 	var pids []int
 	var addr netip.Addr
 	ictx, cancel := context.WithTimeout(ctx, m.o.runtimeTimeout)
-	if info, err := m.rtOf(e).Inspect(ictx, ref); err == nil && info.PID > 0 {
+	if info, err := rt.Inspect(ictx, ref); err == nil && info.PID > 0 {
 		pids, addr = []int{info.PID}, info.Address
 	}
 	cancel()
